@@ -1,0 +1,67 @@
+"""Image classification: softmax cross-entropy, accuracy and top-k accuracy.
+
+Batches: ``image`` [B, H, W, C] float, ``label`` [B] int; eval batches also carry
+``mask`` [B] (1 real, 0 padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from convjax.tasks.base import Batch, EvalFn, LossFn, apply_model
+from convjax.tasks.registry import register_task
+
+
+def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+    """logits: [B, K], labels: [B] -> [B] float, 1 where the label is among the top k."""
+    _, top = jax.lax.top_k(logits, k)
+    return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+@register_task("classification")
+@dataclass(frozen=True)
+class Classification:
+    """Softmax cross-entropy with optional label smoothing; accuracy and top-k."""
+
+    label_smoothing: float = 0.0
+    topk: Sequence[int] = (5,)
+
+    def _loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        """Per-example cross-entropy: logits [B, K], labels [B] -> [B]."""
+        num_classes = logits.shape[-1]
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), self.label_smoothing)
+        return optax.softmax_cross_entropy(logits, targets)
+
+    def loss_fn(self, model: nn.Module) -> LossFn:
+        def loss_fn(params, model_state, batch: Batch, rng):
+            logits, new_state = apply_model(
+                model, params, model_state, batch["image"], train=True, rng=rng
+            )
+            loss = self._loss(logits, batch["label"]).mean()
+            accuracy = (jnp.argmax(logits, -1) == batch["label"]).mean()
+            return loss, ({"loss": loss, "accuracy": accuracy}, new_state)
+
+        return loss_fn
+
+    def eval_fn(self, model: nn.Module) -> EvalFn:
+        def eval_fn(params, model_state, batch: Batch):
+            logits, _ = apply_model(model, params, model_state, batch["image"], train=False)
+            mask = batch["mask"].astype(jnp.float32)
+            labels = batch["label"]
+            sums = {
+                "loss": jnp.sum(self._loss(logits, labels) * mask),
+                "accuracy": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+                "count": jnp.sum(mask),
+            }
+            for k in self.topk:
+                if k < logits.shape[-1]:
+                    sums[f"top{k}_accuracy"] = jnp.sum(topk_correct(logits, labels, k) * mask)
+            return sums
+
+        return eval_fn
