@@ -1,0 +1,1 @@
+"""Neural style transfer: feature network, image optimisation, colour, image I/O."""
