@@ -1,0 +1,135 @@
+"""Metrics to TensorBoard (clu), a JSON-lines log, a CSV table and a curves PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+
+import numpy as np
+from clu import metric_writers
+
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+CURVES_PNG = "training_curves.png"
+
+
+class MetricLogger:
+    """Writes scalars for a split (``train``/``eval``) to every sink.
+
+    On a resumed run, entries after the restored step are dropped first, so the
+    log describes one uninterrupted run.
+    """
+
+    def __init__(self, workdir: str, *, resume_step: int = 0, enabled: bool = True):
+        self.workdir = workdir
+        self.enabled = enabled
+        self.path = os.path.join(workdir, METRICS_JSONL)
+        if enabled:
+            os.makedirs(workdir, exist_ok=True)
+            records = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
+            with open(self.path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+        self.writer = metric_writers.create_default_writer(
+            os.path.join(workdir, "tensorboard"), just_logging=not enabled, asynchronous=False
+        )
+
+    def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+        values = {k: float(v) for k, v in scalars.items()}
+        self.writer.write_scalars(step, {f"{split}/{k}": v for k, v in values.items()})
+        if self.enabled:
+            record = {"step": int(step), "split": split, "time": time.time(), **values}
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+        if self.enabled:
+            write_csv(self.workdir)
+            plot_curves(self.workdir)
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    path = os.path.join(workdir, METRICS_JSONL)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_csv(workdir: str) -> str:
+    """metrics.csv: one row per (step, split) with every metric as a column."""
+    records = read_metrics(workdir)
+    columns = ["step", "split"] + sorted({k for r in records for k in r} - {"step", "split"})
+    path = os.path.join(workdir, METRICS_CSV)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(records)
+    return path
+
+
+def plot_curves(workdir: str) -> str | None:
+    """training_curves.png: loss and every other metric, train and eval, against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(workdir)
+    names = sorted({k for r in records for k in r} - {"step", "split", "time"})
+    if not names:
+        return None
+    names = ["loss"] + [n for n in names if n != "loss"] if "loss" in names else names
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for split, style in (("train", "-"), ("eval", "o-")):
+            points = [(r["step"], r[name]) for r in records if r["split"] == split and name in r]
+            if points:
+                x, y = np.array(points).T
+                ax.plot(x, y, style, label=split, markersize=3)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        if name == "loss" and all(r.get("loss", 1) > 0 for r in records):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = os.path.join(workdir, CURVES_PNG)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+class Progress:
+    """A one-line progress report with steps/s and ETA."""
+
+    def __init__(self, start_step: int, total_steps: int):
+        self.total = total_steps
+        self.last_step = start_step
+        self.last_time = time.perf_counter()
+        self.steps_per_sec = float("nan")
+
+    def update(self, step: int) -> float:
+        now = time.perf_counter()
+        if step > self.last_step:
+            self.steps_per_sec = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        self.last_step, self.last_time = step, now
+        return self.steps_per_sec
+
+    def line(self, step: int, scalars: Mapping[str, float]) -> str:
+        remaining = (self.total - step) / self.steps_per_sec if self.steps_per_sec > 0 else 0.0
+        eta = time.strftime("%H:%M:%S", time.gmtime(remaining)) if math.isfinite(remaining) else "?"
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+        return (
+            f"step {step}/{self.total} ({100.0 * step / self.total:.0f}%) | {metrics} | "
+            f"{self.steps_per_sec:.1f} steps/s | ETA {eta}"
+        )

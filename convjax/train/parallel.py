@@ -1,0 +1,238 @@
+"""Three ways to run the same step: ``jit`` (one device), ``pmap`` and ``shard_map``.
+
+A :class:`Strategy` owns everything that depends on how the step is spread over
+devices: where the state lives, how a host batch is split, how the step is
+compiled, and how state comes back to the host. The step itself is the one pure
+function from :mod:`convjax.train.step`; under ``pmap`` and ``shard_map`` its
+collectives use the named axis :data:`DATA_AXIS`.
+
+- ``jit``: one device, no collectives.
+- ``pmap``: state replicated with a leading local-device axis; each host's batch is
+  reshaped to ``[local_devices, per_device, ...]``.
+- ``shard_map``: ``jax.jit`` over ``jax.shard_map`` on a 1-D ``Mesh`` of every
+  device of every host; state replicated (``P()``), batch sharded
+  (``P(DATA_AXIS)``) and assembled from each host's share.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from convjax.tasks.base import EvalFn, LossFn
+from convjax.train.step import EvalStep, TrainStep, make_eval_step, make_train_step
+
+DATA_AXIS = "data"
+STRATEGIES = ("auto", "jit", "pmap", "shard_map")
+
+PyTree = Any
+
+
+class Strategy(abc.ABC):
+    """How the generic step is placed on devices."""
+
+    name: str
+    axis_name: str | None = DATA_AXIS
+
+    @property
+    @abc.abstractmethod
+    def num_devices(self) -> int:
+        """Devices over which the global batch is split (all hosts together)."""
+
+    def check_batch_size(self, global_batch_size: int) -> None:
+        """Raises ``ValueError`` unless the global batch divides over devices and hosts."""
+        n, hosts = self.num_devices, jax.process_count()
+        if global_batch_size <= 0 or global_batch_size % n or global_batch_size % hosts:
+            lower = max(n, global_batch_size // n * n)
+            raise ValueError(
+                f"batch_size {global_batch_size} does not divide over {n} device(s) "
+                f"({jax.local_device_count()} per host x {hosts} host(s)) with the "
+                f"{self.name!r} strategy; use a multiple of {n}, e.g. {lower} or {lower + n}."
+            )
+
+    @abc.abstractmethod
+    def put_state(self, state: PyTree) -> PyTree:
+        """Places a host state (the same on every host) for the step."""
+
+    @abc.abstractmethod
+    def get_state(self, state: PyTree) -> PyTree:
+        """One host copy (numpy) of a placed state, e.g. to checkpoint it."""
+
+    @abc.abstractmethod
+    def put_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """Places this host's share of a global batch: ``[b_host, ...]`` arrays."""
+
+    @abc.abstractmethod
+    def get_metrics(self, metrics: PyTree) -> PyTree:
+        """Host numpy values of metrics returned by a compiled step."""
+
+    @abc.abstractmethod
+    def compile_train_step(self, loss_fn: LossFn) -> TrainStep:
+        """The compiled train step; its state argument is donated."""
+
+    @abc.abstractmethod
+    def compile_eval_step(self, eval_fn: EvalFn) -> EvalStep:
+        """The compiled eval step returning batch sums over all devices."""
+
+
+def _to_numpy(tree: PyTree) -> PyTree:
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+class JitStrategy(Strategy):
+    name = "jit"
+    axis_name = None
+
+    def __init__(self, device: jax.Device | None = None):
+        if jax.process_count() > 1:
+            raise ValueError(
+                "the 'jit' strategy runs on a single device; with several hosts use "
+                "'pmap' or 'shard_map'."
+            )
+        self.device = device or jax.local_devices()[0]
+
+    @property
+    def num_devices(self) -> int:
+        return 1
+
+    def put_state(self, state):
+        return jax.device_put(state, self.device)
+
+    def get_state(self, state):
+        return _to_numpy(state)
+
+    def put_batch(self, batch):
+        return jax.device_put(batch, self.device)
+
+    def get_metrics(self, metrics):
+        return _to_numpy(metrics)
+
+    def compile_train_step(self, loss_fn):
+        return jax.jit(make_train_step(loss_fn, None), donate_argnums=0)
+
+    def compile_eval_step(self, eval_fn):
+        return jax.jit(make_eval_step(eval_fn, None))
+
+
+class PmapStrategy(Strategy):
+    name = "pmap"
+
+    def __init__(self):
+        self.devices = jax.local_devices()
+        self._sharding = NamedSharding(Mesh(np.array(self.devices), (DATA_AXIS,)), P(DATA_AXIS))
+
+    @property
+    def num_devices(self) -> int:
+        return jax.device_count()
+
+    def put_state(self, state):
+        n = len(self.devices)
+        stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), state)
+        return jax.device_put(stacked, self._sharding)
+
+    def get_state(self, state):
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], state)
+
+    def put_batch(self, batch):
+        n = len(self.devices)
+
+        def split(x):
+            x = np.asarray(x)
+            return x.reshape(n, x.shape[0] // n, *x.shape[1:])
+
+        return jax.device_put(jax.tree.map(split, batch), self._sharding)
+
+    def get_metrics(self, metrics):
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], metrics)
+
+    def compile_train_step(self, loss_fn):
+        return jax.pmap(make_train_step(loss_fn, DATA_AXIS), axis_name=DATA_AXIS, donate_argnums=0)
+
+    def compile_eval_step(self, eval_fn):
+        return jax.pmap(make_eval_step(eval_fn, DATA_AXIS), axis_name=DATA_AXIS)
+
+
+class ShardMapStrategy(Strategy):
+    name = "shard_map"
+
+    def __init__(self, devices: Iterable[jax.Device] | None = None):
+        self.mesh = Mesh(np.array(list(devices or jax.devices())), (DATA_AXIS,))
+        self._replicated = NamedSharding(self.mesh, P())
+        self._sharded = NamedSharding(self.mesh, P(DATA_AXIS))
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.size
+
+    def put_state(self, state):
+        def put(x):
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, self._replicated, lambda idx: x[idx])
+
+        return jax.tree.map(put, state)
+
+    def get_state(self, state):
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state)
+
+    def put_batch(self, batch):
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(self._sharded, np.asarray(x)), batch
+        )
+
+    def get_metrics(self, metrics):
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), metrics)
+
+    def _shard(self, fn: Callable) -> Callable:
+        # check_vma=False: with varying-axis checks on, autodiff already psums the
+        # gradient of a replicated input, and the step's explicit pmean (which pmap
+        # needs) would then see a sum instead of per-device gradients.
+        return jax.shard_map(
+            fn,
+            mesh=self.mesh,
+            in_specs=(P(), P(DATA_AXIS)),
+            out_specs=(P(), P()),
+            check_vma=False,
+        )
+
+    def compile_train_step(self, loss_fn):
+        return jax.jit(self._shard(make_train_step(loss_fn, DATA_AXIS)), donate_argnums=0)
+
+    def compile_eval_step(self, eval_fn):
+        step = make_eval_step(eval_fn, DATA_AXIS)
+        sharded = jax.shard_map(
+            step, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(), check_vma=False
+        )
+        return jax.jit(sharded)
+
+
+def get_strategy(name: str) -> Strategy:
+    """``'jit'``, ``'pmap'``, ``'shard_map'``, or ``'auto'`` (shard_map when there are
+    several devices, else jit)."""
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown parallel strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    if name == "auto":
+        name = "shard_map" if jax.device_count() > 1 else "jit"
+    return {"jit": JitStrategy, "pmap": PmapStrategy, "shard_map": ShardMapStrategy}[name]()
+
+
+def prefetch_to_device(
+    batches: Iterator[dict[str, np.ndarray]],
+    put_batch: Callable[[dict[str, np.ndarray]], PyTree],
+    size: int = 2,
+) -> Iterator[PyTree]:
+    """Keeps ``size`` batches in flight to the devices ahead of the step."""
+    queue: collections.deque = collections.deque()
+    for batch in itertools.islice(batches, size):
+        queue.append(put_batch(batch))
+    while queue:
+        yield queue.popleft()
+        for batch in itertools.islice(batches, 1):
+            queue.append(put_batch(batch))
