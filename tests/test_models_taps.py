@@ -1,0 +1,111 @@
+"""Feature taps: named intermediate activations of any model, checked against numpy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from model_testing import random_variables
+
+from convjax.models import get_model
+from convjax.models.taps import extract_features, feature_extractor, list_layers
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compile():
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", False)
+
+
+def conv2d_reference(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, pad: int) -> np.ndarray:
+    """Cross-correlation x [B, H, W, Cin] * kernel [kh, kw, Cin, Cout] + bias, stride 1."""
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    kh, kw = kernel.shape[:2]
+    h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    out = np.zeros((x.shape[0], h, w, kernel.shape[-1]))
+    for i in range(kh):
+        for j in range(kw):
+            out += np.einsum("bhwc,cd->bhwd", x[:, i : i + h, j : j + w], kernel[i, j])
+    return out + bias
+
+
+def test_vgg19_has_the_gatys_layer_names_in_call_order():
+    names = [name for name, _ in list_layers(get_model("vgg19", include_top=False), (1, 64, 64, 3))]
+    sizes = (2, 2, 4, 4, 4)
+    for stage, size in enumerate(sizes, start=1):
+        for i in range(1, size + 1):
+            assert names.index(f"conv{stage}_{i}") < names.index(f"relu{stage}_{i}")
+            assert names.index(f"relu{stage}_{i}") < names.index(f"pool{stage}")
+    gatys = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv4_2", "conv5_1", "conv5_4"]
+    assert all(name in names for name in gatys + ["pool5", "relu5_4", "output"])
+    assert "conv5_5" not in names
+
+
+def test_list_layers_shapes_without_initialising():
+    layers = dict(list_layers(get_model("vgg16"), (2, 64, 96, 3)))
+    assert layers["conv4_2"].shape == (2, 8, 12, 512)
+    assert layers["pool5"].shape == (2, 2, 3, 512)
+    assert layers["fc7"].shape == (2, 4096)
+    assert layers["output"].shape == (2, 1000)
+
+
+def test_taps_work_on_a_model_that_does_not_sow():
+    """LeNet-5 was written without taps: module outputs are still reachable by name."""
+    model = get_model("lenet5")
+    x = np.random.default_rng(0).normal(size=(3, 32, 32, 1)).astype(np.float32)
+    variables = random_variables(model, x.shape)
+    assert [n for n, _ in list_layers(model, x.shape)] == [
+        "conv1",
+        "conv2",
+        "fc1",
+        "fc2",
+        "logits",
+        "output",
+    ]
+    feats = feature_extractor(model, ["conv1", "fc1", "output"])(variables, jnp.asarray(x))
+    p = jax.tree.map(np.asarray, variables["params"])
+    np.testing.assert_allclose(
+        feats["conv1"],
+        conv2d_reference(x, p["conv1"]["kernel"], p["conv1"]["bias"], 0),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    np.testing.assert_allclose(feats["output"], jax.jit(model.apply)(variables, x), rtol=1e-6)
+    assert feats["fc1"].shape == (3, 120)
+
+
+def test_vgg_conv_taps_match_numpy():
+    model = get_model("vgg11", include_top=False)
+    x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype(np.float32)
+    variables = random_variables(model, x.shape)
+    feats = feature_extractor(model, ["conv1_1", "conv2_1", "pool1"])(variables, jnp.asarray(x))
+    p = jax.tree.map(np.asarray, variables["params"])
+    conv11 = conv2d_reference(x, p["conv1_1"]["kernel"], p["conv1_1"]["bias"], 1)
+    np.testing.assert_allclose(feats["conv1_1"], conv11, rtol=1e-4, atol=1e-4)
+    # pool1 -> conv2_1 in numpy, from the tapped pool1.
+    conv21 = conv2d_reference(
+        np.asarray(feats["pool1"]), p["conv2_1"]["kernel"], p["conv2_1"]["bias"], 1
+    )
+    np.testing.assert_allclose(feats["conv2_1"], conv21, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_layer_names_list_the_valid_ones():
+    model = get_model("lenet5")
+    x = jnp.zeros((1, 32, 32, 1))
+    variables = random_variables(model, x.shape)
+    with pytest.raises(ValueError, match=r"Unknown layer\(s\) \['conv9'\].*Valid layers: conv1, "):
+        extract_features(model, variables, x, ["conv1", "conv9"])
+    with pytest.raises(ValueError, match="list of layer names"):
+        extract_features(model, variables, x, "conv1")
+
+
+def test_training_mode_taps_use_batch_statistics():
+    model = get_model("lenet5", batch_norm=True)
+    x = jax.random.normal(jax.random.key(0), (8, 32, 32, 1))
+    variables = random_variables(model, x.shape)
+    feats = feature_extractor(model, ["bn1"], train=True)(variables, x)
+    bn1 = np.asarray(feats["bn1"])
+    p = variables["params"]["bn1"]
+    normalised = (bn1 - np.asarray(p["bias"])) / np.asarray(p["scale"])
+    np.testing.assert_allclose(normalised.mean(axis=(0, 1, 2)), 0, atol=1e-4)
+    np.testing.assert_allclose(normalised.std(axis=(0, 1, 2)), 1, atol=1e-2)
