@@ -1,0 +1,30 @@
+"""Datasets and input pipelines: tfds builders (offline ones register on import),
+deterministic per-host pipelines, and the example-function extension point.
+
+    from convjax import data
+    meta = data.dataset_metadata(config.dataset)
+    train = data.create_train_iterator(config.dataset, global_batch_size=128, seed=0)
+"""
+
+from convjax.data import sklearn_digits  # noqa: F401  (registers the tfds builder)
+from convjax.data.builders import get_builder, offline_datasets
+from convjax.data.config import default_dataset_config, resolve_dataset_config
+from convjax.data.examples import register_example_fn
+from convjax.data.pipeline import (
+    DatasetMetadata,
+    create_eval_iterator,
+    create_train_iterator,
+    dataset_metadata,
+)
+
+__all__ = [
+    "DatasetMetadata",
+    "create_eval_iterator",
+    "create_train_iterator",
+    "dataset_metadata",
+    "default_dataset_config",
+    "get_builder",
+    "offline_datasets",
+    "register_example_fn",
+    "resolve_dataset_config",
+]

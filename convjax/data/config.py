@@ -1,0 +1,62 @@
+"""The ``dataset`` section of an experiment config, with its defaults.
+
+Fields (all optional in a config; missing ones take these defaults):
+
+- ``name``: any tfds name (``'sklearn_digits'``, ``'mnist'``, ``'cifar10'``, ``'imagenette'``).
+- ``data_dir``: tfds data directory; ``None`` is tfds' default (``~/tensorflow_datasets``).
+- ``manual_dir``: where manually downloaded files are for datasets that need them
+  (imagenet2012, ...); ``None`` is ``<data_dir>/downloads/manual``.
+- ``train_split`` / ``eval_split``: tfds split strings (``'train'``, ``'train[:90%]'``).
+- ``image_key`` / ``label_key``: the tfds feature names read by the default example function.
+- ``image_size``: ``(H, W)`` to resize every image to, or ``None`` to keep the stored size
+  (which must then be fixed).
+- ``resize_method``: a ``tf.image.resize`` method (``'bilinear'``, ``'bicubic'``, ``'area'``, ...).
+- ``channels``: 1 or 3 to convert gray <-> RGB, or ``None`` to keep.
+- ``mean`` / ``std``: per-channel normalisation in 0..1 units, applied after scaling pixels
+  to 0..1 (``None``: no normalisation, images stay in 0..1).
+- ``augment``: augmentation spec (names with arguments; see ``convjax.data.augment``);
+  empty for none.
+- ``shuffle_buffer``: examples in the shuffle buffer (capped at the host's split size).
+- ``cache``: keep decoded examples in memory (``None``: automatically when they fit
+  in ``cache_max_bytes``).
+- ``example_fn``: name of a registered example function (``None``: the one registered
+  for ``name``, else the default image/label one); see ``convjax.data.examples``.
+- ``num_classes``: overrides the class count read from the label feature.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def default_dataset_config() -> ml_collections.ConfigDict:
+    """The default ``dataset`` config: the offline 32x32 digits, no augmentation."""
+    return ml_collections.ConfigDict(
+        {
+            "name": "sklearn_digits",
+            "data_dir": None,
+            "manual_dir": None,
+            "train_split": "train",
+            "eval_split": "test",
+            "image_key": "image",
+            "label_key": "label",
+            "image_size": None,
+            "resize_method": "bilinear",
+            "channels": None,
+            "mean": None,
+            "std": None,
+            "augment": "",
+            "shuffle_buffer": 10_000,
+            "cache": None,
+            "cache_max_bytes": 2 * 1024**3,
+            "example_fn": None,
+            "num_classes": None,
+        }
+    )
+
+
+def resolve_dataset_config(dataset: ml_collections.ConfigDict | dict) -> ml_collections.ConfigDict:
+    """Returns a copy of ``dataset`` with every missing field set to its default."""
+    given = dataset.to_dict() if isinstance(dataset, ml_collections.ConfigDict) else dict(dataset)
+    # A fresh ConfigDict, so a field may change type (an augment string or a list).
+    return ml_collections.ConfigDict({**default_dataset_config().to_dict(), **given})

@@ -1,0 +1,199 @@
+"""The tfds input pipeline: order, resume, eval padding, host sharding, preprocessing."""
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from convjax import data
+from convjax.data.examples import register_example_fn
+
+NUM_TRAIN, NUM_TEST = 1438, 359
+
+
+@register_example_fn("test_indexed_digits")
+def indexed_digits(example, config):
+    """The default image/label plus the sklearn row, so tests can see which example is where."""
+    return {
+        "image": example["image"],
+        "label": tf.cast(example["label"], tf.int32),
+        "index": tf.cast(example["index"], tf.int32),
+    }
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    data_dir = tmp_path_factory.getbasetemp() / "tfds"  # Shared by the data test modules.
+    tfds.builder("sklearn_digits", data_dir=str(data_dir)).download_and_prepare()
+    return str(data_dir)
+
+
+@pytest.fixture(scope="module")
+def stored(data_dir):
+    """{'train'/'test': numpy arrays straight from the tfds files}, the reference."""
+    builder = tfds.builder("sklearn_digits", data_dir=data_dir)
+    return {
+        name: tfds.as_numpy(builder.as_dataset(split=name, batch_size=-1))
+        for name in ("train", "test")
+    }
+
+
+def make_config(data_dir, **overrides):
+    config = data.default_dataset_config()
+    config.data_dir = data_dir
+    config.example_fn = "test_indexed_digits"
+    config.update(overrides)
+    return config
+
+
+def take(iterator, n):
+    return list(itertools.islice(iterator, n))
+
+
+def test_metadata(data_dir):
+    meta = data.dataset_metadata(make_config(data_dir))
+    assert meta == data.DatasetMetadata(
+        num_train=NUM_TRAIN, num_eval=NUM_TEST, image_shape=(32, 32, 1), num_classes=10
+    )
+    meta = data.dataset_metadata(make_config(data_dir, image_size=(24, 20), channels=3))
+    assert meta.image_shape == (24, 20, 3)
+
+
+def test_train_batches_are_the_stored_examples_scaled(data_dir, stored):
+    (batch,) = take(
+        data.create_train_iterator(make_config(data_dir), global_batch_size=32, seed=0), 1
+    )
+    assert batch["image"].shape == (32, 32, 32, 1) and batch["image"].dtype == np.float32
+    assert batch["label"].dtype == np.int32 and batch["label"].shape == (32,)
+    row = {int(i): k for k, i in enumerate(stored["train"]["index"])}
+    rows = [row[int(i)] for i in batch["index"]]
+    np.testing.assert_allclose(batch["image"], stored["train"]["image"][rows] / 255.0, atol=1e-6)
+    np.testing.assert_array_equal(batch["label"], stored["train"]["label"][rows])
+
+
+def test_normalisation_resize_and_channels(data_dir):
+    plain = next(data.create_train_iterator(make_config(data_dir), global_batch_size=8, seed=3))
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
+    config = make_config(data_dir, channels=3, mean=mean, std=std)
+    normalised = next(data.create_train_iterator(config, global_batch_size=8, seed=3))
+    np.testing.assert_array_equal(plain["index"], normalised["index"])
+    expected = (np.repeat(plain["image"], 3, axis=-1) - np.array(mean)) / np.array(std)
+    np.testing.assert_allclose(normalised["image"], expected, atol=1e-5)
+    small = next(
+        data.create_train_iterator(
+            make_config(data_dir, image_size=(16, 16), resize_method="area"),
+            global_batch_size=8,
+            seed=3,
+        )
+    )
+    # Area resizing by 2 is the mean of each 2x2 block (up to uint8 rounding).
+    blocks = plain["image"].reshape(8, 16, 2, 16, 2, 1).mean(axis=(2, 4))
+    np.testing.assert_allclose(small["image"], blocks, atol=0.5 / 255 + 1e-6)
+
+
+def test_same_seed_same_batches_different_seed_different(data_dir):
+    config = make_config(data_dir)
+    first = take(data.create_train_iterator(config, global_batch_size=16, seed=7), 3)
+    again = take(data.create_train_iterator(config, global_batch_size=16, seed=7), 3)
+    other = take(data.create_train_iterator(config, global_batch_size=16, seed=8), 3)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a["index"], b["index"])
+        np.testing.assert_array_equal(a["image"], b["image"])
+    assert not np.array_equal(first[0]["index"], other[0]["index"])
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_epochs_are_permutations_and_resume_continues_the_sequence(data_dir, cache):
+    config = make_config(data_dir, cache=cache, shuffle_buffer=NUM_TRAIN)
+    batch_size = 100
+    steps = 2 * NUM_TRAIN // batch_size + 2  # Crosses two epoch boundaries.
+    full = take(data.create_train_iterator(config, global_batch_size=batch_size, seed=1), steps)
+    stream = np.concatenate([b["index"] for b in full])
+    first_epoch, second_epoch = stream[:NUM_TRAIN], stream[NUM_TRAIN : 2 * NUM_TRAIN]
+    assert sorted(first_epoch) == sorted(second_epoch) and len(set(first_epoch)) == NUM_TRAIN
+    assert not np.array_equal(first_epoch, second_epoch)  # Reshuffled every epoch.
+    for start in (5, 14, steps - 3):  # Inside epoch 0, at the end of epoch 0, in epoch 1.
+        resumed = take(
+            data.create_train_iterator(
+                config, global_batch_size=batch_size, seed=1, start_step=start
+            ),
+            steps - start,
+        )
+        for a, b in zip(full[start:], resumed, strict=True):
+            np.testing.assert_array_equal(a["index"], b["index"])
+            np.testing.assert_array_equal(a["image"], b["image"])
+
+
+def test_resume_far_ahead_skips_epochs_without_reading_them(data_dir):
+    config = make_config(data_dir, cache=False)
+    begin = time.perf_counter()
+    # 10^6 steps of 64 is ~44,500 epochs of the digits: only the last one is read.
+    iterator = data.create_train_iterator(config, global_batch_size=64, seed=0, start_step=10**6)
+    batch = next(iterator)
+    assert time.perf_counter() - begin < 10.0
+    assert batch["image"].shape == (64, 32, 32, 1)
+
+
+@pytest.mark.parametrize("hosts", [1, 3])
+def test_eval_covers_every_example_once_with_padding_masked(data_dir, stored, hosts):
+    config = make_config(data_dir)
+    global_batch = 48
+    per_host = [
+        list(
+            data.create_eval_iterator(
+                config, global_batch_size=global_batch, process_index=i, process_count=hosts
+            )
+        )
+        for i in range(hosts)
+    ]
+    assert len({len(batches) for batches in per_host}) == 1  # Same number of batches.
+    seen = []
+    for batches in per_host:
+        for batch in batches:
+            assert batch["image"].shape == (global_batch // hosts, 32, 32, 1)
+            assert batch["mask"].dtype == np.float32
+            real = batch["mask"] == 1.0
+            assert np.all((batch["mask"] == 0.0) | real)
+            assert np.all(batch["image"][~real] == 0.0)
+            seen.extend(batch["index"][real])
+    np.testing.assert_array_equal(np.sort(seen), np.sort(stored["test"]["index"]))
+    assert len(per_host[0]) == int(np.ceil(np.ceil(NUM_TEST / hosts) / (global_batch // hosts)))
+
+
+def test_hosts_get_disjoint_covering_shards(data_dir):
+    config = make_config(data_dir, shuffle_buffer=NUM_TRAIN)
+    hosts, global_batch = 2, 2 * 719  # 1,438 examples: one batch is one epoch per host.
+    shards = [
+        take(
+            data.create_train_iterator(
+                config, global_batch_size=global_batch, seed=0, process_index=i, process_count=hosts
+            ),
+            1,
+        )[0]["index"]
+        for i in range(hosts)
+    ]
+    assert all(len(set(shard)) == 719 for shard in shards)
+    assert not set(shards[0]) & set(shards[1])
+    assert set(shards[0]) | set(shards[1]) == set(range(1797)) - set(
+        tfds.as_numpy(
+            tfds.builder("sklearn_digits", data_dir=data_dir).as_dataset("test", batch_size=-1)
+        )["index"]
+    )
+
+
+def test_clear_errors(data_dir):
+    with pytest.raises(ValueError, match="sklearn_digits"):
+        data.dataset_metadata(make_config(data_dir, name="no_such_dataset"))
+    with pytest.raises(ValueError, match="multiple of the number of hosts"):
+        data.create_train_iterator(
+            make_config(data_dir), global_batch_size=9, seed=0, process_count=2, process_index=0
+        )
+    with pytest.raises(ValueError, match="channels must be 1, 3 or None"):
+        data.create_eval_iterator(make_config(data_dir, channels=2), global_batch_size=8)
+    with pytest.raises(ValueError, match="registered"):
+        data.create_eval_iterator(make_config(data_dir, example_fn="nope"), global_batch_size=8)
+    with pytest.raises(ValueError, match="image_size"):
+        data.dataset_metadata(make_config(data_dir, image_size=(32,)))
