@@ -1,0 +1,174 @@
+"""Max and average pooling over NHWC images, with their output size and a reference.
+
+Pooling slides a ``window`` over each channel independently (``C_out = C_in``) and keeps
+the maximum or the mean. ``stride`` defaults to ``window`` (the usual ``f = s = 2``).
+Padding takes the spellings of :mod:`convjax.ops.conv`; max pooling ignores padded
+positions, average pooling counts them as zeros unless ``count_include_pad=False``
+(the default ``True`` matches ``flax.linen.avg_pool`` and PyTorch).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from convjax.ops.conv import (
+    AxisPadding,
+    Padding,
+    Stride,
+    as_pair,
+    conv_output_size,
+    spatial_padding,
+)
+
+Window = int | tuple[int, int]
+
+
+def pool_output_size(
+    n: int, window: int, stride: int | None = None, padding: AxisPadding = "valid"
+) -> int:
+    """Output length of pooling along one axis: ``floor((n + 2p - f) / s) + 1``, ``s = f``
+    when ``stride`` is None."""
+    return conv_output_size(n, window, padding, window if stride is None else stride)
+
+
+def check_pool_args(
+    x_shape: tuple[int, ...], window: Window, stride: Stride | None, padding: Padding
+) -> tuple[
+    tuple[int, int], tuple[int, int], tuple[tuple[int, int], tuple[int, int]], tuple[int, int]
+]:
+    """Validates pooling arguments; returns ``(windows, strides, pads, (out_h, out_w))``."""
+    if len(x_shape) != 4:
+        raise ValueError(
+            f"Pooling expects x as NHWC [B, H, W, C]; got shape {x_shape} "
+            f"(rank {len(x_shape)}). Add a batch axis with x[None] for one image."
+        )
+    if min(x_shape) < 1:
+        raise ValueError(f"Pooling got an empty array of shape {x_shape}.")
+    windows = as_pair(window, "Pooling window")
+    strides = windows if stride is None else as_pair(stride, "Stride")
+    pads = spatial_padding(padding, x_shape[1:3], windows, strides)
+    for axis, (lo, hi), f in zip(("height", "width"), pads, windows, strict=True):
+        if max(lo, hi) >= f:
+            raise ValueError(
+                f"Padding {(lo, hi)} along {axis} must be smaller than the window {f}: "
+                "otherwise a window could see only padding."
+            )
+    out = tuple(
+        conv_output_size(n, f, p, s)
+        for n, f, p, s in zip(x_shape[1:3], windows, pads, strides, strict=True)
+    )
+    return windows, strides, pads, out  # type: ignore[return-value]
+
+
+def _lowest(dtype: Any) -> Any:
+    # A concrete numpy scalar (not a traced array) lets JAX recognise the monoid and use
+    # its differentiable reduce_window_max.
+    if jnp.issubdtype(dtype, jnp.floating):
+        return np.array(-np.inf, dtype)
+    return np.array(jnp.iinfo(dtype).min, dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("windows", "strides", "pads"))
+def _max_pool(x: jax.Array, windows, strides, pads) -> jax.Array:
+    return lax.reduce_window(
+        x,
+        _lowest(x.dtype),
+        lax.max,
+        (1, *windows, 1),
+        (1, *strides, 1),
+        ((0, 0), *pads, (0, 0)),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("windows", "strides", "pads", "count_include_pad"))
+def _avg_pool(x: jax.Array, windows, strides, pads, count_include_pad: bool) -> jax.Array:
+    dims, steps, full_pads = (1, *windows, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
+    sums = lax.reduce_window(x, np.array(0, x.dtype), lax.add, dims, steps, full_pads)
+    if count_include_pad:
+        return sums / (windows[0] * windows[1])
+    # Static shapes, so XLA folds the per-position counts into a constant.
+    ones = jnp.ones((1, *x.shape[1:3], 1), x.dtype)
+    counts = lax.reduce_window(ones, np.array(0, x.dtype), lax.add, dims, steps, full_pads)
+    return sums / counts
+
+
+def max_pool(
+    x: jax.Array, window: Window = 2, stride: Stride | None = None, padding: Padding = "valid"
+) -> jax.Array:
+    """Max pooling. x: ``[B, H, W, C]`` -> ``[B, H_out, W_out, C]``.
+
+    ``window`` and ``stride`` are ints or ``(h, w)`` pairs (stride defaults to window).
+    """
+    windows, strides, pads, _ = check_pool_args(np.shape(x), window, stride, padding)
+    return _max_pool(jnp.asarray(x), windows, strides, pads)
+
+
+def avg_pool(
+    x: jax.Array,
+    window: Window = 2,
+    stride: Stride | None = None,
+    padding: Padding = "valid",
+    count_include_pad: bool = True,
+) -> jax.Array:
+    """Average pooling. x: ``[B, H, W, C]`` -> ``[B, H_out, W_out, C]`` (float).
+
+    ``count_include_pad=False`` divides each window by its number of real (unpadded)
+    positions instead of the window size.
+    """
+    windows, strides, pads, _ = check_pool_args(np.shape(x), window, stride, padding)
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.float32)
+    return _avg_pool(x, windows, strides, pads, bool(count_include_pad))
+
+
+def _pool_reference(
+    x: Any,
+    reduce: str,
+    window: Window,
+    stride: Stride | None,
+    padding: Padding,
+    count_include_pad: bool,
+) -> np.ndarray:
+    windows, strides, pads, (out_h, out_w) = check_pool_args(np.shape(x), window, stride, padding)
+    x = np.asarray(x, np.float64)
+    b, h, w, c = x.shape
+    fill = -np.inf if reduce == "max" else 0.0
+    padded = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=fill)
+    real = np.pad(np.ones((h, w)), pads, constant_values=0.0)
+    (f_h, f_w), (s_h, s_w) = windows, strides
+    out = np.zeros((b, out_h, out_w, c))
+    for i in range(out_h):
+        for j in range(out_w):
+            rows, cols = slice(i * s_h, i * s_h + f_h), slice(j * s_w, j * s_w + f_w)
+            window_values = padded[:, rows, cols, :]
+            if reduce == "max":
+                out[:, i, j, :] = window_values.max(axis=(1, 2))
+            else:
+                count = f_h * f_w if count_include_pad else real[rows, cols].sum()
+                out[:, i, j, :] = window_values.sum(axis=(1, 2)) / count
+    return out
+
+
+def max_pool_reference(
+    x: Any, window: Window = 2, stride: Stride | None = None, padding: Padding = "valid"
+) -> np.ndarray:
+    """Sliding-window max pooling in float64 numpy (slow; for checking :func:`max_pool`)."""
+    return _pool_reference(x, "max", window, stride, padding, True)
+
+
+def avg_pool_reference(
+    x: Any,
+    window: Window = 2,
+    stride: Stride | None = None,
+    padding: Padding = "valid",
+    count_include_pad: bool = True,
+) -> np.ndarray:
+    """Sliding-window average pooling in float64 numpy (for checking :func:`avg_pool`)."""
+    return _pool_reference(x, "avg", window, stride, padding, count_include_pad)

@@ -1,0 +1,179 @@
+"""max_pool / avg_pool: fast path == sliding-window reference == independent numpy/skimage."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+from skimage.measure import block_reduce
+
+from convjax.ops import (
+    avg_pool,
+    avg_pool_reference,
+    max_pool,
+    max_pool_reference,
+    pool_output_size,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compiles():
+    """Small shapes: compile time dominates, so skip most XLA optimisations here."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+# (window, stride, padding)
+CASES = [
+    (2, None, "valid"),
+    (3, 1, "valid"),
+    (3, 2, "valid"),
+    ((2, 3), (1, 2), "valid"),
+    (3, 2, "same"),
+    (2, 2, "same"),
+    (3, 1, 1),
+    (3, 2, ((1, 0), (2, 1))),
+]
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).normal(size=(2, 9, 11, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("window,stride,padding", CASES)
+def test_pooling_equals_reference(images, window, stride, padding):
+    got_max = np.asarray(max_pool(images, window, stride, padding))
+    np.testing.assert_allclose(got_max, max_pool_reference(images, window, stride, padding))
+    for include in (True, False):
+        got = np.asarray(avg_pool(images, window, stride, padding, count_include_pad=include))
+        expected = avg_pool_reference(images, window, stride, padding, include)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert got_max.shape == (2, *_expected_size((9, 11), window, stride, padding), 3)
+
+
+def _expected_size(in_size, window, stride, padding):
+    """floor((n + lo + hi - f) / s) + 1 per axis, or ceil(n / s) for 'same'."""
+    windows = (window, window) if isinstance(window, int) else window
+    strides = windows if stride is None else stride
+    strides = (strides, strides) if isinstance(strides, int) else strides
+    sizes = []
+    for axis, (n, f, s) in enumerate(zip(in_size, windows, strides, strict=True)):
+        if padding == "same":
+            sizes.append(math.ceil(n / s))
+            continue
+        lo, hi = {"valid": (0, 0)}.get(padding, None) or (
+            (padding, padding) if isinstance(padding, int) else padding[axis]
+        )
+        sizes.append((n + lo + hi - f) // s + 1)
+    return tuple(sizes)
+
+
+@pytest.mark.parametrize("window,stride", [(2, 1), (3, 1), (3, 2), (2, 3)])
+def test_valid_pooling_equals_numpy_sliding_windows(images, window, stride):
+    windows = sliding_window_view(images, (window, window), axis=(1, 2))[:, ::stride, ::stride]
+    np.testing.assert_allclose(max_pool(images, window, stride), windows.max(axis=(-2, -1)))
+    np.testing.assert_allclose(
+        avg_pool(images, window, stride), windows.mean(axis=(-2, -1)), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("window", [2, 3])
+def test_non_overlapping_pooling_equals_reshape_and_block_reduce(images, window):
+    b, h, w, c = images.shape
+    h_out, w_out = h // window, w // window
+    cropped = images[:, : h_out * window, : w_out * window]
+    blocks = cropped.reshape(b, h_out, window, w_out, window, c)
+    np.testing.assert_allclose(max_pool(images, window), blocks.max(axis=(2, 4)))
+    np.testing.assert_allclose(
+        avg_pool(images, window), blocks.mean(axis=(2, 4)), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        max_pool(cropped, window), block_reduce(cropped, (1, window, window, 1), np.max)
+    )
+    np.testing.assert_allclose(
+        avg_pool(cropped, window),
+        block_reduce(cropped, (1, window, window, 1), np.mean),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_textbook_max_pool_example():
+    # The course's 4x4 example, f = 2, s = 2.
+    x = np.array([[1, 3, 2, 1], [2, 9, 1, 1], [1, 3, 2, 3], [5, 6, 1, 2]], np.float32)
+    np.testing.assert_array_equal(max_pool(x[None, :, :, None], 2)[0, :, :, 0], [[9, 2], [6, 3]])
+    np.testing.assert_allclose(
+        avg_pool(x[None, :, :, None], 2)[0, :, :, 0], [[3.75, 1.25], [3.75, 2.0]]
+    )
+
+
+def test_pooling_matches_pytorch(images):
+    torch = pytest.importorskip("torch", reason="PyTorch CPU is an optional reference")
+    xt = torch.from_numpy(images).permute(0, 3, 1, 2)
+    nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()
+    fn = torch.nn.functional
+    np.testing.assert_allclose(
+        max_pool(images, 3, 2, 1), nhwc(fn.max_pool2d(xt, 3, 2, padding=1)), rtol=1e-6
+    )
+    for include in (True, False):
+        expected = fn.avg_pool2d(xt, 3, 2, padding=1, count_include_pad=include)
+        got = avg_pool(images, 3, 2, 1, count_include_pad=include)
+        np.testing.assert_allclose(got, nhwc(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_output_size_against_shapes():
+    assert pool_output_size(4, 2) == 2
+    assert pool_output_size(5, 3, 1) == 3  # course example: 5x5, f = 3, s = 1
+    assert pool_output_size(28, 2, 2) == 14
+    x = np.zeros((1, 13, 13, 1), np.float32)
+    for n in (4, 7, 13):
+        for f, s, p in [(2, None, 0), (3, 2, 1), (2, 3, 0), (3, 1, "same"), (2, 2, "same")]:
+            stride = f if s is None else s
+            expected = math.ceil(n / stride) if p == "same" else (n + 2 * p - f) // stride + 1
+            assert pool_output_size(n, f, s, p) == expected
+            for pool in (max_pool, avg_pool):
+                y = jax.eval_shape(lambda x: pool(x, f, s, p), x[:, :n, :n])  # noqa: B023
+                assert y.shape == (1, expected, expected, 1)
+
+
+def test_jit_grad_and_dtypes(images):
+    jitted = jax.jit(max_pool, static_argnames=("window", "stride", "padding"))
+    np.testing.assert_allclose(
+        jitted(images, 3, 2, "same"), max_pool_reference(images, 3, 2, "same")
+    )
+    # The gradient of a non-overlapping max pool is 1 at each window's argmax.
+    x = images[:, :8, :8]
+    grad = np.asarray(jax.jit(jax.grad(lambda x: max_pool(x, 2).sum()))(jnp.asarray(x)))
+    blocks = x.reshape(2, 4, 2, 4, 2, 3).transpose(0, 1, 3, 5, 2, 4).reshape(2, 4, 4, 3, 4)
+    one_hot = np.eye(4)[blocks.argmax(-1)].reshape(2, 4, 4, 3, 2, 2)
+    np.testing.assert_array_equal(grad, one_hot.transpose(0, 1, 4, 2, 5, 3).reshape(x.shape))
+    grad_avg = jax.jit(jax.grad(lambda x: avg_pool(x, 2).sum()))(jnp.asarray(x))
+    np.testing.assert_allclose(grad_avg, np.full(x.shape, 0.25))
+
+    ints = np.arange(16, dtype=np.int32).reshape(1, 4, 4, 1)
+    assert max_pool(ints, 2, padding="same").dtype == jnp.int32
+    np.testing.assert_array_equal(max_pool(ints, 2)[0, :, :, 0], [[5, 7], [13, 15]])
+    assert avg_pool(ints, 2).dtype == jnp.float32
+
+
+@pytest.mark.parametrize(
+    "shape,kwargs,message",
+    [
+        ((8, 8, 3), {}, r"NHWC \[B, H, W, C\].*rank 3"),
+        ((1, 3, 3, 1), {"window": 4}, r"larger than the padded input"),
+        ((1, 8, 8, 1), {"padding": "full"}, r"valid: 'valid', 'same', an int p"),
+        ((1, 8, 8, 1), {"window": 2, "padding": 2}, r"smaller than the window 2"),
+        ((1, 8, 8, 1), {"window": 0}, r"Pooling window must be a positive int"),
+        ((1, 8, 8, 1), {"stride": (1, 0)}, r"Stride must be a positive int"),
+    ],
+)
+def test_errors(shape, kwargs, message):
+    x = np.zeros(shape, np.float32)
+    for pool in (max_pool, avg_pool, max_pool_reference, avg_pool_reference):
+        with pytest.raises(ValueError, match=message):
+            pool(x, **kwargs)
