@@ -43,3 +43,56 @@ def random_variables(model, shape, seed: int = 0, **kwargs):
         return jnp.asarray(value, leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def conv2d_reference(x, kernel, bias=None, stride=1, padding=0, groups=1):
+    """Cross-correlation in numpy, PyTorch semantics, NHWC / HWIO.
+
+    x [B, H, W, Cin] * kernel [kh, kw, Cin / groups, Cout] (+ bias [Cout]) with
+    symmetric zero padding -> [B, H', W', Cout].
+    """
+    x = np.pad(np.asarray(x, np.float64), ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    kernel = np.asarray(kernel, np.float64)
+    kh, kw, cin_g, cout = kernel.shape
+    h = (x.shape[1] - kh) // stride + 1
+    w = (x.shape[2] - kw) // stride + 1
+    cout_g = cout // groups
+    out = np.zeros((x.shape[0], h, w, cout))
+    for g in range(groups):
+        xs = x[..., g * cin_g : (g + 1) * cin_g]
+        ks = kernel[..., g * cout_g : (g + 1) * cout_g]
+        for i in range(kh):
+            for j in range(kw):
+                patch = xs[
+                    :, i : i + stride * (h - 1) + 1 : stride, j : j + stride * (w - 1) + 1 : stride
+                ]
+                out[..., g * cout_g : (g + 1) * cout_g] += patch @ ks[i, j]
+    return out if bias is None else out + np.asarray(bias)
+
+
+def batch_norm_reference(x, params, stats, eps=1e-5):
+    """Inference BatchNorm in numpy with running statistics."""
+    scale, bias = np.asarray(params["scale"]), np.asarray(params["bias"])
+    mean, var = np.asarray(stats["mean"]), np.asarray(stats["var"])
+    return (x - mean) / np.sqrt(var + eps) * scale + bias
+
+
+def max_pool_reference(x, window, stride, padding=0, ceil_mode=False):
+    """PyTorch's MaxPool2d written from its definition, with loops, NHWC."""
+    b, h, w, c = x.shape
+
+    def out_size(n):
+        span = n + 2 * padding - window
+        o = (int(np.ceil(span / stride)) if ceil_mode else span // stride) + 1
+        if ceil_mode and (o - 1) * stride >= n + padding:
+            o -= 1
+        return o
+
+    oh, ow = out_size(h), out_size(w)
+    y = np.full((b, oh, ow, c), -np.inf)
+    for i in range(oh):
+        for j in range(ow):
+            h0, w0 = i * stride - padding, j * stride - padding
+            win = x[:, max(h0, 0) : h0 + window, max(w0, 0) : w0 + window]
+            y[:, i, j] = win.max(axis=(1, 2))
+    return y

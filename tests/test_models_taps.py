@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from model_testing import random_variables
+from model_testing import conv2d_reference, random_variables
 
 from convjax.models import get_model
-from convjax.models.taps import extract_features, feature_extractor, list_layers
+from convjax.models.taps import apply_with_taps, extract_features, feature_extractor, list_layers
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -15,18 +15,6 @@ def fast_compile():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", False)
-
-
-def conv2d_reference(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, pad: int) -> np.ndarray:
-    """Cross-correlation x [B, H, W, Cin] * kernel [kh, kw, Cin, Cout] + bias, stride 1."""
-    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    kh, kw = kernel.shape[:2]
-    h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-    out = np.zeros((x.shape[0], h, w, kernel.shape[-1]))
-    for i in range(kh):
-        for j in range(kw):
-            out += np.einsum("bhwc,cd->bhwd", x[:, i : i + h, j : j + w], kernel[i, j])
-    return out + bias
 
 
 def test_vgg19_has_the_gatys_layer_names_in_call_order():
@@ -66,7 +54,7 @@ def test_taps_work_on_a_model_that_does_not_sow():
     p = jax.tree.map(np.asarray, variables["params"])
     np.testing.assert_allclose(
         feats["conv1"],
-        conv2d_reference(x, p["conv1"]["kernel"], p["conv1"]["bias"], 0),
+        conv2d_reference(x, p["conv1"]["kernel"], p["conv1"]["bias"]),
         rtol=1e-4,
         atol=1e-4,
     )
@@ -80,11 +68,11 @@ def test_vgg_conv_taps_match_numpy():
     variables = random_variables(model, x.shape)
     feats = feature_extractor(model, ["conv1_1", "conv2_1", "pool1"])(variables, jnp.asarray(x))
     p = jax.tree.map(np.asarray, variables["params"])
-    conv11 = conv2d_reference(x, p["conv1_1"]["kernel"], p["conv1_1"]["bias"], 1)
+    conv11 = conv2d_reference(x, p["conv1_1"]["kernel"], p["conv1_1"]["bias"], padding=1)
     np.testing.assert_allclose(feats["conv1_1"], conv11, rtol=1e-4, atol=1e-4)
     # pool1 -> conv2_1 in numpy, from the tapped pool1.
     conv21 = conv2d_reference(
-        np.asarray(feats["pool1"]), p["conv2_1"]["kernel"], p["conv2_1"]["bias"], 1
+        np.asarray(feats["pool1"]), p["conv2_1"]["kernel"], p["conv2_1"]["bias"], padding=1
     )
     np.testing.assert_allclose(feats["conv2_1"], conv21, rtol=1e-4, atol=1e-4)
 
@@ -109,3 +97,56 @@ def test_training_mode_taps_use_batch_statistics():
     normalised = (bn1 - np.asarray(p["bias"])) / np.asarray(p["scale"])
     np.testing.assert_allclose(normalised.mean(axis=(0, 1, 2)), 0, atol=1e-4)
     np.testing.assert_allclose(normalised.std(axis=(0, 1, 2)), 1, atol=1e-2)
+
+
+def test_a_module_calling_super_call_counts_once():
+    """Flax captures a subclass's __call__ and the super().__call__ inside it."""
+    import flax.linen as nn
+
+    class CheckedDense(nn.Dense):  # returns super's output unchanged: one call
+        def __call__(self, x):
+            return super().__call__(x)
+
+    class ScaledDense(nn.Dense):  # a different value: both calls stay visible
+        def __call__(self, x):
+            return super().__call__(x) * 2.0
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            x = CheckedDense(3, name="checked")(x)
+            return ScaledDense(3, name="scaled")(x)
+
+    x = jnp.ones((2, 4))
+    variables = Net().init(jax.random.key(0), x)
+    names = [n for n, _ in list_layers(Net(), x.shape)]
+    assert names == ["checked", "scaled#0", "scaled#1", "output"]
+    feats = extract_features(Net(), variables, x, ["scaled#0", "scaled#1", "output"])
+    np.testing.assert_allclose(feats["scaled#1"], 2 * feats["scaled#0"], rtol=1e-6)
+    np.testing.assert_allclose(feats["output"], feats["scaled#1"], rtol=1e-6)
+
+
+def test_apply_with_taps_returns_output_taps_and_updated_state():
+    """What a task needs for auxiliary losses: output, tapped layers, new batch_stats."""
+    model = get_model("lenet5", batch_norm=True)
+    x = jax.random.normal(jax.random.key(0), (8, 32, 32, 1))
+    variables = random_variables(model, x.shape)
+    run = jax.jit(
+        lambda v, x: apply_with_taps(
+            model, v, x, ["fc2", "conv1"], train=True, mutable=["batch_stats"]
+        )
+    )
+    logits, taps, state = run(variables, x)
+    expected_logits, expected_state = jax.jit(
+        lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])
+    )(variables, x)
+    np.testing.assert_allclose(logits, expected_logits, rtol=1e-6)
+    assert set(state) == {"batch_stats"}
+    for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(expected_state), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    p = variables["params"]["logits"]
+    np.testing.assert_allclose(
+        logits, np.maximum(taps["fc2"], 0) @ p["kernel"] + p["bias"], rtol=1e-5, atol=1e-5
+    )
+    bn = np.asarray(taps["conv1"]) - np.asarray(taps["conv1"]).mean((0, 1, 2))
+    assert bn.shape == (8, 28, 28, 6)

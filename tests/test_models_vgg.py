@@ -8,7 +8,7 @@ from model_testing import param_count, random_variables
 
 from convjax.models import get_model, list_models
 from convjax.models.blocks import adaptive_avg_pool
-from convjax.models.taps import extract_features, feature_extractor
+from convjax.models.taps import feature_extractor
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -127,7 +127,7 @@ def test_batchnorm_training_updates_statistics_with_dropout():
     )
     assert logits.shape == (4, 3) and logits.dtype == jnp.float32
     # conv1_1's batch mean over [B, H, W], folded in with momentum 0.9.
-    conv = np.asarray(extract_features(model, variables, x, ["conv1_1"])["conv1_1"])
+    conv = np.asarray(feature_extractor(model, ["conv1_1"])(variables, x)["conv1_1"])
     old = np.asarray(variables["batch_stats"]["bn1_1"]["mean"])
     np.testing.assert_allclose(
         state["batch_stats"]["bn1_1"]["mean"],

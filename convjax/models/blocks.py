@@ -23,10 +23,30 @@ def choose(table: Mapping[str, Any], key: str, what: str) -> Any:
     return table[key]
 
 
-def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
-    """x: [B, H, W, C] -> [B, H', W', C]; padding with -inf (PyTorch ``MaxPool2d``)."""
-    pad = ((padding, padding), (padding, padding))
-    return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pad)
+def pool_output_size(size: int, window: int, stride: int, padding: int, ceil_mode: bool) -> int:
+    """PyTorch's pooled length: floor (or ceil) of (size + 2 padding - window) / stride, + 1.
+
+    In ceil mode the last window must still start inside the input or its left padding.
+    """
+    span = size + 2 * padding - window
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def max_pool(
+    x: jax.Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False
+) -> jax.Array:
+    """PyTorch ``MaxPool2d``: x [B, H, W, C] -> [B, H', W', C], padding with -inf.
+
+    ``ceil_mode`` rounds the output size up (GoogLeNet), padding the right/bottom edge.
+    """
+    pads = []
+    for size in x.shape[1:3]:
+        out = pool_output_size(size, window, stride, padding, ceil_mode)
+        pads.append((padding, (out - 1) * stride + window - size - padding))
+    return nn.max_pool(x, (window, window), strides=(stride, stride), padding=tuple(pads))
 
 
 def avg_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
@@ -73,7 +93,12 @@ def flatten(x: jax.Array) -> jax.Array:
 
 
 def batch_norm(
-    train: bool, axis_name: str | None, dtype: Any, name: str, zero_init: bool = False
+    train: bool,
+    axis_name: str | None,
+    dtype: Any,
+    name: str,
+    zero_init: bool = False,
+    epsilon: float = 1e-5,
 ) -> nn.BatchNorm:
     """BatchNorm with PyTorch's defaults (eps 1e-5, running-average momentum 0.1).
 
@@ -83,9 +108,23 @@ def batch_norm(
     return nn.BatchNorm(
         use_running_average=not train,
         momentum=0.9,
-        epsilon=1e-5,
+        epsilon=epsilon,
         axis_name=axis_name,
         dtype=dtype,
         scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
         name=name,
     )
+
+
+def local_response_norm(
+    x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0
+) -> jax.Array:
+    """AlexNet's local response normalisation across channels, x: [B, H, W, C].
+
+    ``b_c = a_c / (k + alpha * sum_{|c' - c| <= size // 2} a_c'^2) ** beta`` with the
+    paper's constants. (PyTorch's ``LocalResponseNorm`` divides ``alpha`` by ``size``.)
+    """
+    squares = jnp.square(x.astype(jnp.float32))
+    pad = ((0, 0), (0, 0), (0, 0), (size // 2, (size - 1) // 2))
+    sums = jax.lax.reduce_window(squares, 0.0, jax.lax.add, (1, 1, 1, size), (1, 1, 1, 1), pad)
+    return (x / jnp.power(k + alpha * sums, beta)).astype(x.dtype)

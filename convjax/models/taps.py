@@ -33,6 +33,8 @@ def flatten_intermediates(tree: Mapping[str, Any], prefix: tuple[str, ...] = ())
     """Flattens an ``'intermediates'`` collection to ``{layer name: value}`` in call order.
 
     A value sown more than once (a module called twice) becomes ``name#0``, ``name#1`` ...
+    A module whose ``__call__`` calls ``super().__call__`` is captured twice with the
+    very same output; that counts as one call.
     """
     flat: dict[str, Any] = {}
     for key, value in tree.items():
@@ -41,6 +43,8 @@ def flatten_intermediates(tree: Mapping[str, Any], prefix: tuple[str, ...] = ())
             continue
         path = prefix if key == "__call__" else prefix + (key,)
         name = "/".join(path) or OUTPUT
+        if isinstance(value, tuple):
+            value = tuple(v for i, v in enumerate(value) if i == 0 or v is not value[i - 1])
         if isinstance(value, tuple) and len(value) == 1:
             flat[name] = value[0]
         elif isinstance(value, tuple):
@@ -93,16 +97,8 @@ def _compute_layer_shapes(model: nn.Module, shape: tuple[int, ...], dtype: Any, 
 
     def run(x: jax.Array) -> PyTree:
         rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-        variables = model.init(rngs, x, train=train)
-        _, state = model.apply(
-            variables,
-            x,
-            train=train,
-            rngs=rngs,
-            mutable=_mutable(train),
-            capture_intermediates=_capture_all,
-        )
-        flat = flatten_intermediates(state["intermediates"])
+        variables = model.init(rngs, x, train=train, capture_intermediates=_capture_all)
+        flat = flatten_intermediates(variables["intermediates"])
         call_order.extend(flat)  # pytree outputs come back with sorted keys
         return flat
 
@@ -126,6 +122,36 @@ def check_layers(model: nn.Module, x: jax.Array, layers: Sequence[str], train: b
         )
 
 
+def apply_with_taps(
+    model: nn.Module,
+    variables: PyTree,
+    x: jax.Array,
+    layers: Sequence[str],
+    *,
+    train: bool = False,
+    rngs: Mapping[str, jax.Array] | None = None,
+    mutable: Sequence[str] = (),
+) -> tuple[PyTree, dict[str, PyTree], dict[str, PyTree]]:
+    """Runs ``model`` and returns ``(output, {name: activation}, updated collections)``.
+
+    For tasks that need more than the output (GoogLeNet's auxiliary logits
+    ``aux1``/``aux2``) while training updates ``mutable`` collections such as
+    ``batch_stats``. Unknown layer names raise a ``ValueError`` listing the valid ones.
+    """
+    check_layers(model, x, layers, train)
+    output, state = model.apply(
+        variables,
+        x,
+        train=train,
+        rngs=rngs,
+        mutable=["intermediates", *mutable],
+        capture_intermediates=_capture_only(frozenset(name.split("#")[0] for name in layers)),
+    )
+    state = dict(state)
+    flat = flatten_intermediates(state.pop("intermediates", {}))
+    return output, {name: flat[name] for name in layers}, state
+
+
 def extract_features(
     model: nn.Module,
     variables: PyTree,
@@ -145,18 +171,11 @@ def extract_features(
         ``ValueError`` listing the valid ones before anything runs.
       train: run in training mode (BatchNorm batch statistics, Dropout with ``rngs``).
     """
-    check_layers(model, x, layers, train)
-    wanted = frozenset(layers)
-    _, state = model.apply(
-        variables,
-        x,
-        train=train,
-        rngs=rngs,
-        mutable=_mutable(train),
-        capture_intermediates=_capture_only(wanted),
+    mutable = ["batch_stats"] if train else []
+    _, taps, _ = apply_with_taps(
+        model, variables, x, layers, train=train, rngs=rngs, mutable=mutable
     )
-    flat = flatten_intermediates(state["intermediates"])
-    return {name: flat[name] for name in layers}
+    return taps
 
 
 def feature_extractor(
