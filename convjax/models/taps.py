@@ -18,6 +18,7 @@ that nothing else needs are dead code and are not computed.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -65,6 +66,18 @@ def _capture_only(names: frozenset[str]) -> Callable[[nn.Module, str], bool]:
     return capture
 
 
+def train_kwargs(model: nn.Module, train: bool) -> dict[str, bool]:
+    """``{'train': train}`` if the model's ``__call__`` takes ``train`` (convjax models
+    do), else ``{}`` so plain flax modules (``nn.Conv``) can be tapped too."""
+    try:
+        accepts = "train" in inspect.signature(type(model).__call__).parameters
+    except (TypeError, ValueError):
+        accepts = True
+    if not accepts and train:
+        raise ValueError(f"{type(model).__name__}.__call__ has no train argument")
+    return {"train": train} if accepts else {}
+
+
 def _mutable(train: bool) -> list[str]:
     # Training mode updates BatchNorm statistics; taps never return them.
     return ["intermediates", "batch_stats"] if train else ["intermediates"]
@@ -97,7 +110,9 @@ def _compute_layer_shapes(model: nn.Module, shape: tuple[int, ...], dtype: Any, 
 
     def run(x: jax.Array) -> PyTree:
         rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-        variables = model.init(rngs, x, train=train, capture_intermediates=_capture_all)
+        variables = model.init(
+            rngs, x, **train_kwargs(model, train), capture_intermediates=_capture_all
+        )
         flat = flatten_intermediates(variables["intermediates"])
         call_order.extend(flat)  # pytree outputs come back with sorted keys
         return flat
@@ -142,7 +157,7 @@ def apply_with_taps(
     output, state = model.apply(
         variables,
         x,
-        train=train,
+        **train_kwargs(model, train),
         rngs=rngs,
         mutable=["intermediates", *mutable],
         capture_intermediates=_capture_only(frozenset(name.split("#")[0] for name in layers)),
