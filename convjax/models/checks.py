@@ -38,3 +38,13 @@ def check_images(
         raise ValueError(
             f"{model} needs images of at least {min_size}x{min_size}; got shape {tuple(x.shape)}."
         )
+
+
+def check_image_batch(images, *, expected: Sequence[int], what: str = "images") -> None:
+    """Raises ``ValueError`` unless ``images`` has shape ``expected`` ``[B, H, W, C]``."""
+    shape = tuple(images.shape)
+    if shape != tuple(expected):
+        raise ValueError(
+            f"{what}: expected images of shape [B, H, W, C] = {list(expected)}; got "
+            f"{list(shape)}. Check the dataset's image_size/channels against the model input."
+        )

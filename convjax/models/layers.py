@@ -13,7 +13,6 @@ already compiled keep the implementation they were traced with.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator
 
 import flax.linen as nn
@@ -65,5 +64,23 @@ def conv_general_dilated(*args, **kwargs):
     return _CONV_IMPLS[_active_conv_impl](*args, **kwargs)
 
 
-Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
-"""``flax.linen.Conv`` routed through the swappable :func:`conv_general_dilated`."""
+class Conv(nn.Conv):
+    """``flax.linen.Conv`` routed through the swappable :func:`conv_general_dilated`.
+
+    Once its kernel exists, an input whose channel count does not match it is
+    rejected with a ``ValueError`` naming the expected shape (at trace time, before
+    XLA compiles anything).
+    """
+
+    conv_general_dilated: ConvImpl = conv_general_dilated
+
+    def __call__(self, inputs):
+        if self.has_variable("params", "kernel"):
+            kernel_shape = self.get_variable("params", "kernel").shape
+            expected = kernel_shape[-2] * self.feature_group_count
+            if inputs.shape[-1] != expected:
+                raise ValueError(
+                    f"Conv layer {self.name!r} expects inputs [..., H, W, C] with "
+                    f"C={expected} channel(s); got shape {tuple(inputs.shape)}."
+                )
+        return super().__call__(inputs)

@@ -62,7 +62,8 @@ def make_optimizer(config: Mapping[str, Any], num_steps: int) -> optax.GradientT
         if name == "sgd":
             return optax.sgd(learning_rate)
         if name == "momentum":
-            return optax.sgd(learning_rate, momentum, nesterov=bool(_get(config, "nesterov", False)))
+            nesterov = bool(_get(config, "nesterov", False))
+            return optax.sgd(learning_rate, momentum, nesterov=nesterov)
         if name == "adam":
             return optax.adam(learning_rate)
         if name == "adamw":
