@@ -197,3 +197,49 @@ def test_clear_errors(data_dir):
         data.create_eval_iterator(make_config(data_dir, example_fn="nope"), global_batch_size=8)
     with pytest.raises(ValueError, match="image_size"):
         data.dataset_metadata(make_config(data_dir, image_size=(32,)))
+
+
+def test_augmented_batches_are_deterministic_and_resume_exactly(data_dir):
+    config = make_config(data_dir, augment="mirror, random_crop(pad=3)", mean=0.2, std=0.5)
+    first = take(data.create_train_iterator(config, global_batch_size=16, seed=4), 4)
+    resumed = take(
+        data.create_train_iterator(config, global_batch_size=16, seed=4, start_step=2), 2
+    )
+    for a, b in zip(first[2:], resumed, strict=True):
+        np.testing.assert_array_equal(a["index"], b["index"])
+        np.testing.assert_array_equal(a["image"], b["image"])
+    plain = take(
+        data.create_train_iterator(make_config(data_dir), global_batch_size=16, seed=4), 1
+    )[0]
+    np.testing.assert_array_equal(plain["index"], first[0]["index"])  # Same order ...
+    pixels = first[0]["image"] * 0.5 + 0.2  # ... normalised after augmenting ...
+    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6
+    assert not np.allclose(pixels, plain["image"])  # ... and the images did change:
+    # each is its plain image mirrored or not and shifted by at most 3 pixels.
+    for augmented, original in zip(pixels[..., 0], plain["image"][..., 0], strict=True):
+        candidates = [original, original[:, ::-1]]
+        assert any(
+            np.allclose(
+                augmented[3:-3, 3:-3],
+                np.roll(c, (dy, dx), axis=(0, 1))[3:-3, 3:-3],
+                atol=1e-5,
+            )
+            for c in candidates
+            for dy in range(-3, 4)
+            for dx in range(-3, 4)
+        )
+    # Evaluation is never augmented.
+    evaluated = next(data.create_eval_iterator(config, global_batch_size=16))
+    reference = next(data.create_eval_iterator(make_config(data_dir), global_batch_size=16))
+    np.testing.assert_allclose(evaluated["image"] * 0.5 + 0.2, reference["image"], atol=1e-6)
+
+
+def test_pca_lighting_from_the_data(data_dir):
+    config = make_config(data_dir, channels=3, augment="pca_lighting(0.1, eigen='data')")
+    batch = next(data.create_train_iterator(config, global_batch_size=8, seed=0))
+    assert batch["image"].shape == (8, 32, 32, 3)
+    assert batch["image"].min() >= 0.0 and batch["image"].max() <= 1.0
+    with pytest.raises(ValueError, match="Unknown augmentation 'flip'"):
+        data.create_train_iterator(
+            make_config(data_dir, augment="flip"), global_batch_size=8, seed=0
+        )

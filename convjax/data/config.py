@@ -14,8 +14,14 @@ Fields (all optional in a config; missing ones take these defaults):
 - ``channels``: 1 or 3 to convert gray <-> RGB, or ``None`` to keep.
 - ``mean`` / ``std``: per-channel normalisation in 0..1 units, applied after scaling pixels
   to 0..1 (``None``: no normalisation, images stay in 0..1).
-- ``augment``: augmentation spec (names with arguments; see ``convjax.data.augment``);
-  empty for none.
+- ``augment``: augmentation spec for training batches (names with arguments, e.g.
+  ``"mirror, random_crop(pad=4)"``; see ``convjax.data.augment``); empty for none.
+- ``augment_in_pipeline``: apply ``augment`` in the input pipeline (jitted JAX on the
+  host CPU, keys from ``(seed, host, step)``). Set False to apply it on device in the
+  train step instead (``convjax.data.augment.batch_augment_from_config``); then the
+  pipeline leaves images unnormalised in 0..1 when ``augment`` is set.
+- ``landmark_flip_permutation``: [K] index of each landmark's mirror partner, used by
+  ``mirror`` on a ``landmarks`` feature (``None``: no re-indexing).
 - ``shuffle_buffer``: examples in the shuffle buffer (capped at the host's split size).
 - ``cache``: keep decoded examples in memory (``None``: automatically when they fit
   in ``cache_max_bytes``).
@@ -46,6 +52,8 @@ def default_dataset_config() -> ml_collections.ConfigDict:
             "mean": None,
             "std": None,
             "augment": "",
+            "augment_in_pipeline": True,
+            "landmark_flip_permutation": None,
             "shuffle_buffer": 10_000,
             "cache": None,
             "cache_max_bytes": 2 * 1024**3,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import ml_collections
@@ -39,7 +39,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from convjax.data import augment
 from convjax.data.builders import get_builder
+from convjax.data.colour import rgb_pca
 from convjax.data.config import resolve_dataset_config
 from convjax.data.examples import get_example_fn
 
@@ -100,11 +102,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError("Give both dataset.mean and dataset.std, or neither.")
     if config.std is not None and np.any(np.asarray(config.std) <= 0):
         raise ValueError(f"dataset.std must be positive; got {config.std!r}.")
-    if config.augment:
-        raise ValueError(
-            f"dataset.augment={config.augment!r}: no augmentations are available yet; "
-            "leave it empty."
-        )
+    augment.parse_augment(config.augment)  # Raises on unknown ops or arguments.
 
 
 def _prepare_image(image: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Tensor:
@@ -145,7 +143,12 @@ def _decoded_dataset(
     features = builder.info.features
     skip_image = isinstance(_feature(features, config.image_key), tfds.features.Image)
     decoders = {config.image_key: tfds.decode.SkipDecoding()} if skip_image else None
-    records = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+    records = builder.as_dataset(
+        split=split,
+        shuffle_files=False,
+        decoders=decoders,
+        read_config=tfds.ReadConfig(try_autocache=False),  # Caching is ours to decide.
+    )
     example_fn = get_example_fn(config)
 
     def decode(record):
@@ -169,9 +172,9 @@ def _decoded_dataset(
     return records, decode
 
 
-def _finish_batch(config: ml_collections.ConfigDict):
+def _finish_batch(config: ml_collections.ConfigDict, normalise: bool = True):
     """Returns batch -> batch with image float32 in 0..1, normalised if mean/std are set."""
-    mean = None if config.mean is None else tf.constant(config.mean, tf.float32)
+    mean = None if (config.mean is None or not normalise) else tf.constant(config.mean, tf.float32)
     std = None if config.std is None else tf.constant(config.std, tf.float32)
 
     def finish(batch):
@@ -265,8 +268,79 @@ def create_train_iterator(
     if not cache:
         examples = examples.map(decode, num_parallel_calls=AUTOTUNE)
     batches = examples.batch(batch_size, drop_remainder=True)
-    batches = batches.map(_finish_batch(config), num_parallel_calls=AUTOTUNE)
-    return iter(tfds.as_numpy(batches.prefetch(AUTOTUNE)))
+    augment_here = bool(augment.parse_augment(config.augment)) and config.augment_in_pipeline
+    # Augmentation works on 0..1 images, so normalisation then follows it.
+    normalise_in_tf = not augment.parse_augment(config.augment)
+    batches = batches.map(_finish_batch(config, normalise_in_tf), num_parallel_calls=AUTOTUNE)
+    host_batches = iter(tfds.as_numpy(batches.prefetch(AUTOTUNE)))
+    if not augment_here:
+        return host_batches
+    pca_basis = _data_pca_basis(builder, config) if augment.needs_data_pca(config.augment) else None
+    return _augmented(host_batches, config, pca_basis, seed=seed, host=index, step=start_step)
+
+
+PCA_EXAMPLES = 2048
+
+
+def _data_pca_basis(builder, config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
+    """RGB eigen-decomposition of the first PCA_EXAMPLES training images (same on all hosts)."""
+    records, decode = _decoded_dataset(builder, config, config.train_split)
+    images = records.take(PCA_EXAMPLES).map(lambda r: decode(r)["image"]).batch(PCA_EXAMPLES)
+    return rgb_pca(next(iter(tfds.as_numpy(images))) / 255.0)
+
+
+_AUGMENTERS: dict[str, Callable] = {}
+
+
+def _augment_and_normalise_fn(config: ml_collections.ConfigDict, pca_basis) -> Callable:
+    """The jitted ``(batch, seed, host, step) -> batch`` for ``config``; compiled functions
+    are reused across iterators with the same augmentation (unless the PCA basis is data)."""
+    cache_key = repr((config.augment, config.landmark_flip_permutation, config.mean, config.std))
+    if pca_basis is None and cache_key in _AUGMENTERS:
+        return _AUGMENTERS[cache_key]
+    batch_augment = augment.batch_augment_from_config(config, pca_basis)
+    mean = None if config.mean is None else np.asarray(config.mean, np.float32)
+    std = None if config.std is None else np.asarray(config.std, np.float32)
+
+    @jax.jit
+    def augment_and_normalise(batch, seed, host, step):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), host), step)
+        batch = batch_augment(key, batch)
+        if mean is not None:
+            batch = {**batch, "image": (batch["image"] - mean) / std}
+        return batch
+
+    if pca_basis is None:
+        _AUGMENTERS[cache_key] = augment_and_normalise
+    return augment_and_normalise
+
+
+def _augmented(
+    batches: Iterator[dict[str, np.ndarray]],
+    config: ml_collections.ConfigDict,
+    pca_basis,
+    *,
+    seed: int,
+    host: int,
+    step: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Applies ``config.augment`` (then normalisation) to each batch with jitted JAX on the
+    host CPU; batch ``k`` uses the key ``fold_in(fold_in(key(seed), host), k)``, so a
+    resumed run draws the same augmentations."""
+    augment_and_normalise = _augment_and_normalise_fn(config, pca_basis)
+    cpu = jax.local_devices(backend="cpu")[0]
+    seed, host = (jax.device_put(np.uint32(v % 2**32), cpu) for v in (seed, host))
+
+    def dispatch(batch, step):  # Asynchronous: the next batch computes while one is used.
+        step = jax.device_put(np.uint32(step), cpu)
+        return augment_and_normalise(jax.device_put(batch, cpu), seed, host, step)
+
+    pending = dispatch(next(batches), step)
+    for batch in batches:
+        step += 1
+        following = dispatch(batch, step)
+        yield jax.tree.map(np.asarray, pending)
+        pending = following
 
 
 def create_eval_iterator(

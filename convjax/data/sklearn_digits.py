@@ -7,8 +7,8 @@ The digits ship with scikit-learn, so building this dataset needs no network::
 
 Features: ``image`` uint8 [32, 32, 1] (the 0..16 grid scaled to 0..255 and upsampled
 8x8 -> 32x32 with bicubic interpolation), ``label`` ClassLabel(10), ``index`` int64
-(the row in ``sklearn.datasets.load_digits()``). Splits: ``train`` (1,437) and ``test``
-(360), a fixed stratified 80/20 split: within every class the indices are permuted
+(the row in ``sklearn.datasets.load_digits()``). Splits: ``train`` (1,438) and ``test``
+(359), a fixed stratified 80/20 split: within every class the indices are permuted
 by ``numpy.random.default_rng(0)`` and the first 20 % (rounded) go to ``test``.
 """
 
@@ -18,6 +18,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from convjax.data.splits import stratified_split
+
 IMAGE_SIZE = 32
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -25,15 +27,7 @@ SPLIT_SEED = 0
 
 def digit_split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
     """labels: [N] int -> {'train': sorted indices, 'test': sorted indices}, stratified."""
-    rng = np.random.default_rng(SPLIT_SEED)
-    test = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        members = members[rng.permutation(len(members))]
-        test.append(members[: int(round(TEST_FRACTION * len(members)))])
-    test = np.sort(np.concatenate(test))
-    train = np.setdiff1d(np.arange(len(labels)), test)
-    return {"train": train, "test": test}
+    return stratified_split(labels, TEST_FRACTION, SPLIT_SEED)
 
 
 def upsample_digit(grid: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
