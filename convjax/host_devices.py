@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 
-# Collectives between simulated CPU devices meet in a rendezvous that XLA aborts
-# (killing the process) after 40 s by default; on an oversubscribed host one device
-# can fall that far behind, so allow much longer.
-COLLECTIVE_TIMEOUT_FLAGS = (
+# Simulated devices each run on their own thread. With XLA's multi-threaded Eigen
+# pool as well, the device threads' collectives can wedge that shared pool (the
+# step hangs in an all-reduce rendezvous, then XLA aborts the process after 40 s);
+# one thread per device is also the intended use of the cores. The longer
+# timeouts let a device that an oversubscribed host delays catch up.
+HOST_DEVICE_FLAGS = (
+    "--xla_cpu_multi_thread_eigen=false",
     "--xla_cpu_collective_call_terminate_timeout_seconds=3600",
     "--xla_cpu_collective_timeout_seconds=3600",
 )
@@ -27,5 +30,5 @@ def use_all_cpu_cores(num_devices: int | None = None) -> None:
         return
     count = num_devices or os.cpu_count() or 1
     os.environ["XLA_FLAGS"] = " ".join(
-        (f"--xla_force_host_platform_device_count={count}", *COLLECTIVE_TIMEOUT_FLAGS)
+        (f"--xla_force_host_platform_device_count={count}", *HOST_DEVICE_FLAGS)
     )

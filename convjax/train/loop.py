@@ -183,6 +183,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     try:
         for step in range(start_step + 1, num_steps + 1):
             device_state, metrics = train_step(device_state, next(batches))
+            if pending:
+                # Keep at most two steps in flight: running further ahead only
+                # holds memory, and on simulated CPU devices a backlog of launches
+                # can exhaust XLA's launch threads while a collective waits (hang).
+                jax.block_until_ready(pending[-1])
             pending.append(metrics)
             if step % log_every == 0 or step == num_steps:
                 # One host transfer per log interval, not per step.
