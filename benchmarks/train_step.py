@@ -29,7 +29,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from convjax.tasks import get_task  # noqa: E402
-from convjax.train.loop import build_model, init_train_state  # noqa: E402
+from convjax.train.setup import build_model, init_train_state  # noqa: E402
 from convjax.train.parallel import get_strategy  # noqa: E402
 
 
