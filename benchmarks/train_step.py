@@ -29,18 +29,18 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from convjax.tasks import get_task  # noqa: E402
-from convjax.train.setup import build_model, init_train_state  # noqa: E402
 from convjax.train.parallel import get_strategy  # noqa: E402
+from convjax.train.setup import build_model, init_train_state  # noqa: E402
 
 
-def benchmark(model_name, model_kwargs, image_shape, batch, strategy_name, steps, windows):
+def benchmark(model_name, model_kwargs, image_shape, batch, strategy_name, steps, windows, dtype):
     config = ml_collections.ConfigDict(
         {
             "model": model_name,
             "model_kwargs": model_kwargs,
             "seed": 0,
             "num_train_steps": 1000,
-            "dtype": "float32",
+            "dtype": dtype,
             "optimizer": {"name": "momentum", "learning_rate": 0.01},
         }
     )
@@ -81,17 +81,18 @@ def main():
     parser.add_argument("--strategies", default="jit,pmap,shard_map")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--dtype", default="float32", help="compute dtype: float32 | bfloat16")
     args = parser.parse_args()
     image_shape = tuple(int(v) for v in args.image.split(","))
     print(
-        f"{args.model} {image_shape} batch {args.batch} | jax {jax.__version__} | "
+        f"{args.model} {image_shape} batch {args.batch} {args.dtype} | jax {jax.__version__} | "
         f"{jax.device_count()} x {jax.devices()[0].device_kind} | {os.cpu_count()} cores"
     )
     print(f"{'strategy':<10} {'compile s':>10} {'steps/s':>10} {'images/s':>10}")
     for name in args.strategies.split(","):
         compile_s, steps_per_s, images_per_s = benchmark(
             args.model, {"num_classes": args.num_classes}, image_shape, args.batch, name,
-            args.steps, args.windows,
+            args.steps, args.windows, args.dtype,
         )
         print(f"{name:<10} {compile_s:>10.2f} {steps_per_s:>10.1f} {images_per_s:>10.0f}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

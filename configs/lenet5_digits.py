@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset.std = (0.5,)
 
     config.task = "classification"
-    config.task_kwargs = ml_collections.ConfigDict({"label_smoothing": 0.0, "topk": (5,)})
+    config.task_kwargs = ml_collections.ConfigDict({"label_smoothing": 0.1, "topk": (5,)})
 
     config.optimizer = ml_collections.ConfigDict(
         {
@@ -50,10 +50,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.batch_size = 128
     config.eval_batch_size = 256
-    config.num_train_steps = 1200
-    config.log_every_steps = 100
-    config.eval_every_steps = 400
-    config.checkpoint_every_steps = 200
+    config.num_train_steps = 400
+    config.log_every_steps = 50
+    config.eval_every_steps = 200
+    config.checkpoint_every_steps = 100
     config.keep_checkpoints = 3
     config.seed = 0
     config.parallel = "auto"  # 'jit' | 'pmap' | 'shard_map' | 'auto'
