@@ -71,3 +71,30 @@ def test_pipeline_serves_variable_size_images_resized(data_dir):
         Image.fromarray(original).resize((64, 48), Image.Resampling.BILINEAR), np.float64
     )
     assert np.mean(np.abs(first["image"][0, ..., 0] * 255 - reference)) < 6.0
+
+
+def test_center_crop_keeps_the_aspect_ratio(data_dir):
+    config = data.default_dataset_config()
+    config.update(
+        name="skimage_images",
+        data_dir=data_dir,
+        eval_split="train",
+        image_size=(48, 48),
+        resize_mode="center_crop",
+    )
+    from PIL import Image
+
+    for batch in data.create_eval_iterator(config, global_batch_size=17):
+        for image, label in zip(batch["image"], batch["label"], strict=True):
+            original = load_skimage_image(SKIMAGE_IMAGE_NAMES[int(label)], data_dir)
+            h, w = original.shape[:2]
+            scale = 48 / min(h, w)  # Independent: PIL resize of the short side, centre crop.
+            size = (max(48, round(w * scale)), max(48, round(h * scale)))
+            resized = np.asarray(
+                Image.fromarray(original).resize(size, Image.Resampling.BILINEAR), np.float64
+            )
+            top, left = (size[1] - 48) // 2, (size[0] - 48) // 2
+            reference = resized[top : top + 48, left : left + 48]
+            assert np.mean(np.abs(image * 255 - reference)) < 8.0, SKIMAGE_IMAGE_NAMES[int(label)]
+    with pytest.raises(ValueError, match="resize_mode must be one of"):
+        data.dataset_metadata({**config.to_dict(), "resize_mode": "pad"})

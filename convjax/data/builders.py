@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 
 import ml_collections
 import tensorflow_datasets as tfds
 
 
+def _import_data_modules() -> None:
+    """Imports every module of convjax.data, so each offline builder is registered."""
+    import convjax.data
+
+    for module in pkgutil.iter_modules(convjax.data.__path__):
+        importlib.import_module(f"convjax.data.{module.name}")
+
+
 def offline_datasets() -> list[str]:
-    """tfds names of the datasets convjax builds offline (the ones imported so far)."""
+    """tfds names of the datasets convjax builds offline (any module of convjax.data)."""
+    _import_data_modules()
     names = set()
     pending = [tfds.core.DatasetBuilder]
     while pending:

@@ -10,6 +10,9 @@ Fields (all optional in a config; missing ones take these defaults):
 - ``image_key`` / ``label_key``: the tfds feature names read by the default example function.
 - ``image_size``: ``(H, W)`` to resize every image to, or ``None`` to keep the stored size
   (which must then be fixed).
+- ``resize_mode``: ``'stretch'`` (to exactly ``image_size``; keeps normalised boxes and
+  landmarks valid) or ``'center_crop'`` (keep the aspect ratio: scale to cover
+  ``image_size``, then crop the centre; for classification of photographs).
 - ``resize_method``: a ``tf.image.resize`` method (``'bilinear'``, ``'bicubic'``, ``'area'``, ...).
 - ``channels``: 1 or 3 to convert gray <-> RGB, or ``None`` to keep.
 - ``mean`` / ``std``: per-channel normalisation in 0..1 units, applied after scaling pixels
@@ -47,6 +50,7 @@ def default_dataset_config() -> ml_collections.ConfigDict:
             "image_key": "image",
             "label_key": "label",
             "image_size": None,
+            "resize_mode": "stretch",
             "resize_method": "bilinear",
             "channels": None,
             "mean": None,

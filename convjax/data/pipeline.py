@@ -46,6 +46,7 @@ from convjax.data.config import resolve_dataset_config
 from convjax.data.examples import get_example_fn
 
 AUTOTUNE = tf.data.AUTOTUNE
+RESIZE_MODES = ("stretch", "center_crop")
 _EPOCH_SEED_STRIDE = 2_654_435_761  # Any odd constant: spreads epoch seeds apart.
 
 
@@ -85,6 +86,10 @@ def _host_batch_size(global_batch_size: int, process_count: int) -> int:
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
+    if config.resize_mode not in RESIZE_MODES:
+        raise ValueError(
+            f"dataset.resize_mode must be one of {RESIZE_MODES}; got {config.resize_mode!r}."
+        )
     if config.channels not in (None, 1, 3):
         raise ValueError(f"dataset.channels must be 1, 3 or None; got {config.channels!r}.")
     if config.image_size is not None and (
@@ -118,11 +123,19 @@ def _prepare_image(image: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Te
         raise ValueError(
             f"Cannot convert images with {channels} channels to {config.channels} channels."
         )
-    if config.image_size is not None and tuple(image.shape[:2]) != tuple(config.image_size):
-        resized = tf.image.resize(
-            image, tuple(config.image_size), method=config.resize_method, antialias=True
-        )
-        image = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    if config.image_size is None or tuple(image.shape[:2]) == tuple(config.image_size):
+        return image
+    target = tuple(int(d) for d in config.image_size)
+    size = target
+    if config.resize_mode == "center_crop":
+        # Scale so the image covers the target, keeping its aspect ratio, then crop.
+        shape = tf.cast(tf.shape(image)[:2], tf.float32)
+        scale = tf.reduce_max(tf.constant(target, tf.float32) / shape)
+        size = tf.maximum(tf.cast(tf.math.ceil(shape * scale - 1e-3), tf.int32), target)
+    resized = tf.image.resize(image, size, method=config.resize_method, antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    if config.resize_mode == "center_crop":
+        image = tf.image.resize_with_crop_or_pad(image, *target)
     return image
 
 
@@ -133,7 +146,7 @@ def _feature(features: tfds.features.FeaturesDict, key: str):
 
 def _decoded_dataset(
     builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict, split
-) -> tuple[tf.data.Dataset, callable]:
+) -> tuple[tf.data.Dataset, Callable]:
     """Returns (records with the image still encoded, decode function), read in file order.
 
     The decode function maps a record to the example function's fixed-shape arrays

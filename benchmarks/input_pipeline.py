@@ -1,0 +1,149 @@
+r"""Images/s the input pipeline delivers, to compare with what train steps consume.
+
+  python benchmarks/input_pipeline.py                 # digits (LeNet-5 config) + CIFAR-sized
+  python benchmarks/input_pipeline.py --batches=300 --batch=128
+
+Cases:
+- the LeNet-5 digits config's dataset (configs/lenet5_digits.py, 32x32x1);
+- a CIFAR-sized set (32x32x3): tfds ``cifar10`` if it is already prepared in the tfds
+  data directory, else ``cifar_like`` built here in a temporary directory (50,000 real
+  32x32 patches cut from scikit-image's photographs, PNG-encoded like cifar10), with
+  no augmentation, the standard CIFAR augmentation (mirror + padded crop) and a heavy
+  list; cached in memory (the default for a set this size) and decoded every epoch.
+
+Prints one line per case: steady images/s over the timed batches (after one whole
+epoch of warm-up, in which a cached pipeline fills its cache), images/s over that
+first epoch, and the seconds to the first batch (includes compiling the augmentation). Compare with
+``benchmarks/train_step.py`` (LeNet-5, ResNet-18-CIFAR images/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from configs import lenet5_digits  # noqa: E402
+from convjax import data  # noqa: E402
+from convjax.data.skimage_sets import skimage_image_rgb  # noqa: E402
+
+CIFAR_AUGMENT = "mirror, random_crop(pad=4)"
+HEAVY_AUGMENT = (
+    "mirror, random_crop(pad=4), rotate(15), shear(10), colour_shift(0.1), "
+    "pca_lighting(0.1), brightness(0.2), contrast, saturation"
+)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
+
+
+class CifarLike(tfds.core.GeneratorBasedBuilder):
+    """50,000 train / 10,000 test 32x32x3 patches of scikit-image photographs, 10 labels."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(32, 32, 3)),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                }
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {"train": self._generate(50_000, 0), "test": self._generate(10_000, 1)}
+
+    def _generate(self, count, seed):
+        rng = np.random.default_rng(seed)
+        sources = [skimage_image_rgb(name) for name in self.SOURCES]
+        for i in range(count):
+            image = sources[i % len(sources)]
+            y = rng.integers(0, image.shape[0] - 32)
+            x = rng.integers(0, image.shape[1] - 32)
+            yield i, {"image": image[y : y + 32, x : x + 32], "label": int(rng.integers(10))}
+
+    def _generate_examples(self):
+        raise NotImplementedError
+
+
+def images_per_second(dataset, batch, batches):
+    """(steady images/s, seconds to the first batch, images/s over the first epoch)."""
+    begin = time.perf_counter()
+    iterator = data.create_train_iterator(dataset, global_batch_size=batch, seed=0)
+    next(iterator)
+    first = time.perf_counter() - begin
+    # Warm up for a whole epoch: a cached pipeline fills its cache (decoding every
+    # example once) during the first one; the rate after it is the steady one.
+    epoch_batches = -(-data.dataset_metadata(dataset).num_train // batch)
+    begin = time.perf_counter()
+    for _ in range(epoch_batches):
+        next(iterator)
+    first_epoch = epoch_batches * batch / (time.perf_counter() - begin)
+    begin = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch / (time.perf_counter() - begin), first, first_epoch
+
+
+def cifar_sized_config(data_dir):
+    config = data.default_dataset_config()
+    config.update(mean=CIFAR_MEAN, std=CIFAR_STD, eval_split="test")
+    try:
+        if tfds.builder("cifar10").is_prepared():
+            config.name = "cifar10"
+            return config
+    except Exception:  # noqa: BLE001 -- no tfds data directory, or no cifar10 there.
+        pass
+    config.update(name="cifar_like", data_dir=data_dir)
+    print("cifar10 is not prepared here: building cifar_like (50,000 real 32x32 patches)...")
+    begin = time.perf_counter()
+    data.get_builder(config)
+    print(f"  built in {time.perf_counter() - begin:.1f} s")
+    return config
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument(
+        "--data_dir", default=None, help="where to keep cifar_like (default: a temporary dir)"
+    )
+    args = parser.parse_args()
+    rows = []
+    digits = lenet5_digits.get_config().dataset
+    rows.append(
+        ("digits 32x32x1 (LeNet-5 config)", *images_per_second(digits, args.batch, args.batches))
+    )
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        cifar = cifar_sized_config(args.data_dir or tmp_dir)
+        for cache in (True, False):
+            for label, spec in (
+                ("no augmentation", ""),
+                ("mirror+crop", CIFAR_AUGMENT),
+                ("heavy", HEAVY_AUGMENT),
+            ):
+                case = cifar.copy_and_resolve_references()
+                case.update(cache=cache, augment=spec)
+                name = f"{cifar.name} 32x32x3, {label}, {'cached' if cache else 'decoded'}"
+                rows.append((name, *images_per_second(case, args.batch, args.batches)))
+    print(f"\nbatch {args.batch}, {args.batches} timed batches, {os.cpu_count()} CPU cores")
+    print(f"{'pipeline':<58} {'images/s':>10} {'first epoch':>12} {'first batch (s)':>16}")
+    for name, rate, first, first_epoch in rows:
+        print(f"{name:<58} {rate:>10,.0f} {first_epoch:>12,.0f} {first:>16.2f}")
+    print(f"heavy augmentation: {HEAVY_AUGMENT}")
+
+
+if __name__ == "__main__":
+    main()
