@@ -6,7 +6,11 @@ import tensorflow_datasets as tfds
 from skimage import data as skdata
 
 from convjax import data
-from convjax.data.skimage_sets import SKIMAGE_IMAGE_NAMES, load_skimage_image
+from convjax.data.skimage_sets import (
+    SKIMAGE_IMAGE_NAMES,
+    load_skimage_image,
+    skimage_image_rgb,
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +90,7 @@ def test_center_crop_keeps_the_aspect_ratio(data_dir):
 
     for batch in data.create_eval_iterator(config, global_batch_size=17):
         for image, label in zip(batch["image"], batch["label"], strict=True):
-            original = load_skimage_image(SKIMAGE_IMAGE_NAMES[int(label)], data_dir)
+            original = skimage_image_rgb(SKIMAGE_IMAGE_NAMES[int(label)])
             h, w = original.shape[:2]
             scale = 48 / min(h, w)  # Independent: PIL resize of the short side, centre crop.
             size = (max(48, round(w * scale)), max(48, round(h * scale)))

@@ -3,12 +3,14 @@
 import itertools
 import time
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from convjax import data
+from convjax.data.augment import batch_augment_from_config
 from convjax.data.examples import register_example_fn
 
 NUM_TRAIN, NUM_TEST = 1438, 359
@@ -228,6 +230,19 @@ def test_augmented_batches_are_deterministic_and_resume_exactly(data_dir):
             for dy in range(-3, 4)
             for dx in range(-3, 4)
         )
+    # On device instead: the pipeline yields 0..1 images, the config's augmenter (with the
+    # pipeline's key for that step) gives the same batch.
+    config.augment_in_pipeline = False
+    raw = take(data.create_train_iterator(config, global_batch_size=16, seed=4), 2)[1]
+    np.testing.assert_array_equal(
+        raw["image"],
+        take(data.create_train_iterator(make_config(data_dir), global_batch_size=16, seed=4), 2)[1][
+            "image"
+        ],
+    )
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(4), 0), 1)
+    on_device = jax.jit(batch_augment_from_config(config))(key, raw)
+    np.testing.assert_allclose(on_device["image"], first[1]["image"], atol=1e-6)
     # Evaluation is never augmented.
     evaluated = next(data.create_eval_iterator(config, global_batch_size=16))
     reference = next(data.create_eval_iterator(make_config(data_dir), global_batch_size=16))

@@ -285,9 +285,22 @@ def make_batch_augment(spec, **kwargs) -> Callable[[jax.Array, Example], Example
 def batch_augment_from_config(
     dataset: ml_collections.ConfigDict, pca_basis=None
 ) -> Callable[[jax.Array, Example], Example]:
-    """:func:`make_batch_augment` for a resolved ``dataset`` config section."""
-    return make_batch_augment(
+    """``augment_batch(key, batch) -> batch`` for a resolved ``dataset`` config section:
+    :func:`make_batch_augment` of ``dataset.augment``, then the ``mean``/``std``
+    normalisation (batches come in with images in 0..1). This is what the pipeline
+    runs; call it in the train step when ``dataset.augment_in_pipeline`` is False."""
+    augment_batch = make_batch_augment(
         dataset.augment,
         landmark_flip_permutation=dataset.get("landmark_flip_permutation"),
         pca_basis=pca_basis,
     )
+    mean = None if dataset.get("mean") is None else np.asarray(dataset.mean, np.float32)
+    std = None if dataset.get("std") is None else np.asarray(dataset.std, np.float32)
+
+    def augment_and_normalise(key: jax.Array, batch: Example) -> Example:
+        batch = augment_batch(key, batch)
+        if mean is not None:
+            batch = {**batch, "image": (batch["image"] - mean) / std}
+        return batch
+
+    return augment_and_normalise

@@ -8,6 +8,7 @@ import pkgutil
 
 import ml_collections
 import tensorflow_datasets as tfds
+from absl import logging
 
 
 def _import_data_modules() -> None:
@@ -15,7 +16,10 @@ def _import_data_modules() -> None:
     import convjax.data
 
     for module in pkgutil.iter_modules(convjax.data.__path__):
-        importlib.import_module(f"convjax.data.{module.name}")
+        try:
+            importlib.import_module(f"convjax.data.{module.name}")
+        except Exception as error:  # noqa: BLE001 -- listing names must not fail on one module.
+            logging.warning("convjax.data.%s failed to import: %s", module.name, error)
 
 
 def offline_datasets() -> list[str]:

@@ -21,8 +21,8 @@ Fields (all optional in a config; missing ones take these defaults):
   ``"mirror, random_crop(pad=4)"``; see ``convjax.data.augment``); empty for none.
 - ``augment_in_pipeline``: apply ``augment`` in the input pipeline (jitted JAX on the
   host CPU, keys from ``(seed, host, step)``). Set False to apply it on device in the
-  train step instead (``convjax.data.augment.batch_augment_from_config``); then the
-  pipeline leaves images unnormalised in 0..1 when ``augment`` is set.
+  train step instead: the pipeline then yields images in 0..1, unnormalised, and
+  ``convjax.data.augment.batch_augment_from_config(dataset)`` augments and normalises.
 - ``landmark_flip_permutation``: [K] index of each landmark's mirror partner, used by
   ``mirror`` on a ``landmarks`` feature (``None``: no re-indexing).
 - ``shuffle_buffer``: examples in the shuffle buffer (capped at the host's split size).

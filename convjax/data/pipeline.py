@@ -312,16 +312,11 @@ def _augment_and_normalise_fn(config: ml_collections.ConfigDict, pca_basis) -> C
     if pca_basis is None and cache_key in _AUGMENTERS:
         return _AUGMENTERS[cache_key]
     batch_augment = augment.batch_augment_from_config(config, pca_basis)
-    mean = None if config.mean is None else np.asarray(config.mean, np.float32)
-    std = None if config.std is None else np.asarray(config.std, np.float32)
 
     @jax.jit
     def augment_and_normalise(batch, seed, host, step):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), host), step)
-        batch = batch_augment(key, batch)
-        if mean is not None:
-            batch = {**batch, "image": (batch["image"] - mean) / std}
-        return batch
+        return batch_augment(key, batch)
 
     if pca_basis is None:
         _AUGMENTERS[cache_key] = augment_and_normalise
