@@ -12,6 +12,14 @@ import pytest
 from convjax.ops import boxes as B
 
 
+@pytest.fixture(autouse=True, scope="module")
+def fast_compiles():
+    """Compile time dominates these small cases."""
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", False)
+
+
 def random_boxes(rng: np.random.Generator, n: int, clustered: bool = False) -> np.ndarray:
     """xyxy boxes in a 100x100 image; clustered ones jitter around 3 objects."""
     if clustered:

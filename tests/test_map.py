@@ -17,6 +17,15 @@ from convjax.detection.metrics import (
     voc_evaluate,
 )
 
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compiles():
+    """Compile time dominates these small cases."""
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", False)
+
+
 NUM_CLASSES = 3
 
 

@@ -10,6 +10,14 @@ import pytest
 from convjax.ops.nms import batched_nms, nms, soft_nms
 
 
+@pytest.fixture(autouse=True, scope="module")
+def fast_compiles():
+    """Compile time dominates these small cases."""
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", False)
+
+
 def make_boxes(rng: np.random.Generator, n: int, clustered: bool) -> np.ndarray:
     if clustered:
         centres = rng.random((4, 2)) * 150
