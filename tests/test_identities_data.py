@@ -98,5 +98,6 @@ def test_pipeline_reads_identities_through_the_example_function(data_dir):
     assert meta.image_shape == (32, 32, 3) and meta.num_eval == 32
     batches = list(pipeline.create_eval_iterator(dataset, global_batch_size=16))
     labels = np.concatenate([b["label"] for b in batches])
+    assert np.all(np.diff(labels) >= 0)  # files are identity-major
     assert labels.dtype == np.int32 and set(labels.tolist()) == set(range(18, 26))
     assert batches[0]["image"].dtype == np.float32 and batches[0]["image"].max() <= 1.0

@@ -1,14 +1,14 @@
 """`identities`: offline sets for one-shot learning, with disjoint identities per split.
 
-Two tfds builder configs (``tfds.builder("identities/faces")``, after
-``import convjax.data``):
+Three tfds builder configs (``tfds.builder("identities/faces")``, after
+``import convjax.data.identities``):
 
 - ``faces`` (default): procedurally drawn faces. Each identity has its own fixed
   appearance (skin, hair colour and style, face shape, eye spacing, size and colour,
-  nose, mouth, glasses, beard); every image of it varies in pose (rotation, scale,
-  translation), expression (smile, eye opening), lighting (brightness, colour cast),
-  background and pixel noise. 32x32x3, seeded; 200/50/100 identities with
-  20/10/10 images each in train/validation/test.
+  eyebrows, nose, mouth, glasses, beard, moustache); every image of it varies in
+  pose (rotation, scale, translation), expression (smile, eye opening), lighting
+  (brightness, colour cast), background and pixel noise. 32x32x3, seeded;
+  1000/50/100 identities with 8/10/10 images each in train/validation/test.
 - ``faces_small``: the same with 12/6/8 identities of 6/4/4 images (tests, smoke runs).
 - ``digits``: scikit-learn's real handwritten digits (32x32x1), each digit class an
   identity: classes 0-4 train, 5-6 validation, 7-9 test.
@@ -46,8 +46,8 @@ class IdentitiesConfig(tfds.core.BuilderConfig):
     identity of each split, image size, and the seed everything is drawn from."""
 
     source: str = "faces"
-    identities: tuple[int, int, int] = (200, 50, 100)  # train, validation, test
-    images_per_identity: tuple[int, int, int] = (20, 10, 10)
+    identities: tuple[int, int, int] = (1000, 50, 100)  # train, validation, test
+    images_per_identity: tuple[int, int, int] = (8, 10, 10)
     image_size: int = 32
     seed: int = 0
 
@@ -73,12 +73,16 @@ def _face_identities(num: int, rng: np.random.Generator) -> dict[str, np.ndarray
         "face_h": u(0.33, 0.43),
         "hair": _hair_colours(num, rng),
         "hair_top": u(-0.34, -0.18),  # the hair line (y); smaller: less hair
+        "hair_wave": u(0.0, 0.06),  # amplitude and frequency of the hair line's waves
+        "hair_freq": u(5.0, 14.0),
         "long_hair": rng.random(num) < 0.4,
         "eye_dx": u(0.09, 0.17),
         "eye_y": u(-0.12, -0.02),
         "eye_r": u(0.028, 0.055),
         "iris": u(0.0, 0.6, 3),
         "brow": u(0.0, 1.0) < 0.6,
+        "brow_w": u(0.008, 0.02),
+        "moustache": rng.random(num) < 0.15,
         "nose_len": u(0.05, 0.14),
         "nose_w": u(0.02, 0.05),
         "mouth_y": u(0.13, 0.24),
@@ -130,9 +134,9 @@ def draw_faces(identity: dict[str, np.ndarray], size: int, rng: np.random.Genera
     gy, gx = np.meshgrid(grid, grid, indexing="ij")  # image coordinates in [-0.5, 0.5]
 
     # Pose: face coordinates (x, y) of every pixel under rotation, scale, shift.
-    angle = u(-0.3, 0.3)
-    scale = u(0.85, 1.12)
-    shift = u(-0.06, 0.06, 2)
+    angle = u(-0.25, 0.25)
+    scale = u(0.9, 1.1)
+    shift = u(-0.05, 0.05, 2)
     cx, cy = gx[None] - col(shift[:, 0]), gy[None] - col(shift[:, 1])
     cos, sin = col(np.cos(angle)), col(np.sin(angle))
     x = (cos * cx + sin * cy) / col(scale)
@@ -154,14 +158,14 @@ def draw_faces(identity: dict[str, np.ndarray], size: int, rng: np.random.Genera
     canvas = _paint(canvas, _soft(face * h, fpx), p["skin"])
     # Hair on top of the head: inside a slightly larger ellipse, above the hair line.
     cap = np.sqrt((x / (w * 1.08)) ** 2 + (y / (h * 1.08)) ** 2) - 1.0
-    above = y - col(p["hair_top"]) + 0.04 * np.cos(x * 9.0)
+    above = y - col(p["hair_top"]) + col(p["hair_wave"]) * np.cos(x * col(p["hair_freq"]))
     canvas = _paint(canvas, _soft(np.maximum(cap * h, above), fpx), p["hair"])
     # Beard: the lower face below the mouth line.
     jaw = np.maximum(face * h, col(p["mouth_y"]) - 0.03 - y)
     canvas = _paint(canvas, _soft(jaw, fpx) * col(p["beard"]) * 0.9, p["hair"])
 
     # Eyes (whites, iris), opening varies per image; eyebrows; glasses.
-    openness = np.where(rng.random(b) < 0.1, 0.35, u(0.75, 1.0))
+    openness = np.where(rng.random(b) < 0.05, 0.35, u(0.75, 1.0))
     r = col(p["eye_r"])
     for side in (-1.0, 1.0):
         ex = x - side * col(p["eye_dx"])
@@ -170,7 +174,7 @@ def draw_faces(identity: dict[str, np.ndarray], size: int, rng: np.random.Genera
         canvas = _paint(canvas, _soft(white * r, fpx), np.full((b, 3), 0.97))
         iris = np.sqrt(ex**2 + ey**2) - 0.75 * r
         canvas = _paint(canvas, _soft(np.maximum(iris, white * r), fpx), p["iris"])
-        brow = np.maximum(np.abs(ey + 1.9 * r) - 0.012, np.abs(ex) - 1.6 * r)
+        brow = np.maximum(np.abs(ey + 1.9 * r) - col(p["brow_w"]), np.abs(ex) - 1.6 * r)
         canvas = _paint(canvas, _soft(brow, fpx) * col(p["brow"]), p["hair"] * 0.8)
         rim = np.abs(np.sqrt(ex**2 + ey**2) - 2.0 * r) - 0.012
         canvas = _paint(canvas, _soft(rim, fpx) * col(p["glasses"]), np.zeros((b, 3)))
@@ -186,9 +190,11 @@ def draw_faces(identity: dict[str, np.ndarray], size: int, rng: np.random.Genera
     curve = y - col(p["mouth_y"]) + smile * 0.06 * (1.0 - (x / mw) ** 2)
     mouth = np.maximum(np.abs(curve) - 0.018, np.abs(x) - mw)
     canvas = _paint(canvas, _soft(mouth, fpx), p["lips"])
+    whiskers = np.maximum(np.abs(y - col(p["mouth_y"]) + 0.045) - 0.018, np.abs(x) - mw * 0.9)
+    canvas = _paint(canvas, _soft(whiskers, fpx) * col(p["moustache"]), p["hair"])
 
     # Lighting and sensor: brightness, colour cast, noise.
-    canvas = canvas * col(u(0.75, 1.2))[..., None] + u(-0.06, 0.06, 3)[:, None, None, :]
+    canvas = canvas * col(u(0.8, 1.15))[..., None] + u(-0.04, 0.04, 3)[:, None, None, :]
     canvas = canvas + rng.normal(0.0, 0.03, canvas.shape)
     return np.clip(np.round(canvas * 255.0), 0, 255).astype(np.uint8)
 
@@ -225,7 +231,7 @@ class Identities(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "faces (drawn, seeded) and digits (scikit-learn) configs."}
     BUILDER_CONFIGS = [
-        IdentitiesConfig(name="faces", description="Drawn faces: 200/50/100 identities."),
+        IdentitiesConfig(name="faces", description="Drawn faces: 1000/50/100 identities."),
         IdentitiesConfig(
             name="faces_small",
             description="Drawn faces for tests and smoke runs: 12/6/8 identities.",
@@ -260,6 +266,9 @@ class Identities(tfds.core.GeneratorBasedBuilder):
                 }
             ),
             supervised_keys=("image", "identity"),
+            # Files keep the generation order (identity-major), so sequential eval
+            # batches hold whole identities and in-batch retrieval metrics mean something.
+            disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager):
@@ -290,14 +299,9 @@ class Identities(tfds.core.GeneratorBasedBuilder):
         seen = dict.fromkeys(DIGIT_SPLITS[split], 0)
         for i in rows:
             label = int(digits.target[i])
-            yield (
-                int(i),
-                {
-                    "image": upsample_digit(digits.images[i]),
-                    "identity": label,
-                    "index": seen[label],
-                },
-            )
+            key = label * 10_000 + seen[label]  # keys sort identity-major
+            example = {"image": upsample_digit(digits.images[i]), "identity": label}
+            yield key, {**example, "index": seen[label]}
             seen[label] += 1
 
 
@@ -306,3 +310,19 @@ def identities_example(example: dict, config: ml_collections.ConfigDict) -> dict
     """``{'image', 'identity', ...}`` -> ``{'image': uint8 [H, W, C], 'label': int32}``."""
     del config
     return {"image": example["image"], "label": tf.cast(example["identity"], tf.int32)}
+
+
+LFW_CROP = 120  # the central face region of LFW's 250x250 images
+
+
+@register_example_fn("lfw_identities")
+def lfw_identities_example(example: dict, config: ml_collections.ConfigDict) -> dict:
+    """tfds ``lfw`` for identity learning: the central 120x120 crop of the 250x250
+    image, and the person's name hashed to an int32 ``label`` (collisions among
+    LFW's 5,749 names are improbable at 2^31 buckets)."""
+    del config
+    image = example["image"]
+    offset = (250 - LFW_CROP) // 2
+    image = tf.image.crop_to_bounding_box(image, offset, offset, LFW_CROP, LFW_CROP)
+    label = tf.strings.to_hash_bucket_fast(example["label"], 2**31 - 1)
+    return {"image": image, "label": tf.cast(label, tf.int32)}

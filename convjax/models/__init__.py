@@ -6,6 +6,7 @@ Importing this package registers every architecture.
 from convjax.models import (
     alexnet,  # noqa: F401  (registers models)
     detection,  # noqa: F401  (registers models)
+    embedding,  # noqa: F401  (registers models)
     inception,  # noqa: F401  (registers models)
     lenet,  # noqa: F401  (registers models)
     nin,  # noqa: F401  (registers models)

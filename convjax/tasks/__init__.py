@@ -1,7 +1,12 @@
 """Tasks: what a batch means for a model (loss and metrics). Importing registers them."""
 
-from convjax.tasks import classification  # noqa: F401  (registers the task)
-from convjax.tasks import detection, localization  # noqa: F401  (registers tasks)
+from convjax.tasks import (
+    classification,  # noqa: F401  (registers tasks)
+    detection,  # noqa: F401  (registers tasks)
+    embedding,  # noqa: F401  (registers tasks)
+    localization,  # noqa: F401  (registers tasks)
+    verification,  # noqa: F401  (registers tasks)
+)
 from convjax.tasks.base import Task, apply_model
 from convjax.tasks.registry import get_task, list_tasks, register_task
 

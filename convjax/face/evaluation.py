@@ -1,0 +1,139 @@
+"""One-shot evaluation of an embedding on identities never seen in training.
+
+Given embeddings of a validation split and a test split (disjoint identities):
+
+1. **Threshold** from validation pairs (best accuracy, or a target FAR), saved with
+   the model (``threshold.json``).
+2. **One-shot identification** on the test split: one image per identity is
+   enrolled in a :class:`~convjax.face.gallery.Gallery`, every other image is a
+   query; top-1 / top-5 accuracy.
+3. **Verification** on every test pair: ROC AUC, EER, TAR@FAR, accuracy at the
+   validation threshold, and LFW-style 10-fold accuracy on a balanced sample of
+   pairs; a ROC plot (``roc.png``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from convjax.face import metrics, thresholds
+from convjax.face.gallery import Gallery
+from convjax.losses.triplet import pairwise_squared_distances
+
+THRESHOLD_JSON = "threshold.json"
+ROC_PNG = "roc.png"
+REPORT_JSON = "face_eval.json"
+
+
+def embed_in_batches(
+    embed: Callable[[jax.Array], jax.Array], images: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
+    """images [N, H, W, C] -> embeddings [N, D]; ``embed`` is called on fixed-size
+    batches (the last one padded) so it compiles once."""
+    n = len(images)
+    chunks = []
+    for start in range(0, n, batch_size):
+        batch = images[start : start + batch_size]
+        real = len(batch)
+        if real < batch_size:
+            batch = np.concatenate(
+                [batch, np.zeros((batch_size - real, *batch.shape[1:]), batch.dtype)]
+            )
+        chunks.append(np.asarray(embed(jnp.asarray(batch)))[:real])
+    return np.concatenate(chunks)
+
+
+def all_pairs(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair i < j: (squared distances [P], same [P] int)."""
+    d = np.asarray(jax.jit(pairwise_squared_distances)(jnp.asarray(embeddings)))
+    i, j = np.triu_indices(len(labels), k=1)
+    return d[i, j], (labels[i] == labels[j]).astype(np.int32)
+
+
+def balanced_pairs(
+    distances: np.ndarray, same: np.ndarray, per_class: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """An LFW-like sample: ``per_class`` same and ``per_class`` different pairs, shuffled."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(same == 1), np.flatnonzero(same == 0)
+    per_class = min(per_class, len(pos), len(neg))
+    chosen = np.concatenate(
+        [rng.choice(pos, per_class, replace=False), rng.choice(neg, per_class, replace=False)]
+    )
+    chosen = chosen[rng.permutation(len(chosen))]
+    return distances[chosen], same[chosen]
+
+
+def one_shot_identification(
+    embeddings: np.ndarray, labels: np.ndarray, shots: int = 1, seed: int = 0, k: int = 5
+) -> dict[str, float]:
+    """Enrols ``shots`` random images per identity, identifies all the others.
+
+    Returns top-1 and top-k accuracy over the queries and their counts.
+    """
+    rng = np.random.default_rng(seed)
+    keys = rng.random(len(labels))
+    order = np.lexsort((keys, labels))  # by identity, random within
+    sorted_labels = labels[order]
+    first = np.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank = np.arange(len(labels)) - first
+    enrolled = np.zeros(len(labels), bool)
+    enrolled[order[rank < shots]] = True
+    gallery = Gallery(embeddings.shape[1])
+    gallery.enroll([str(v) for v in labels[enrolled]], embeddings[enrolled])
+    k = min(k, gallery.num_identities)
+    result = gallery.identify(embeddings[~enrolled], k=k)
+    truth = np.array([str(v) for v in labels[~enrolled]])
+    top = np.array(result.top_names)
+    return {
+        "top1": float(np.mean(top[:, 0] == truth)),
+        f"top{k}": float(np.mean(np.any(top == truth[:, None], axis=1))),
+        "queries": int((~enrolled).sum()),
+        "identities": gallery.num_identities,
+    }
+
+
+def evaluate_embeddings(
+    validation: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    workdir: str | None = None,
+    criterion: str = "accuracy",
+    target_far: float = 1e-3,
+    seed: int = 0,
+) -> dict:
+    """The full report (module docstring) from (embeddings [N, D], labels [N]) of the
+    validation and test splits; writes threshold.json, roc.png and face_eval.json to
+    ``workdir`` when given."""
+    val_d, val_same = all_pairs(*validation)
+    threshold = thresholds.choose_threshold(val_d, val_same, criterion, target_far)
+    test_d, test_same = all_pairs(*test)
+    fpr, tpr, _ = metrics.roc_curve(-test_d, test_same)
+    lfw_d, lfw_same = balanced_pairs(test_d, test_same, per_class=3000, seed=seed)
+    ten_fold = thresholds.kfold_accuracy(lfw_d, lfw_same, num_folds=10)
+    accept = threshold.accepts(test_d)
+    report = {
+        "one_shot": one_shot_identification(*test, shots=1, seed=seed),
+        "verification": {
+            **metrics.verification_report(test_d, test_same),
+            "accuracy_at_val_threshold": float(np.mean(accept == (test_same == 1))),
+            "far_at_val_threshold": float(np.mean(accept[test_same == 0])),
+            "tar_at_val_threshold": float(np.mean(accept[test_same == 1])),
+            "ten_fold_accuracy": ten_fold["mean"],
+            "ten_fold_std": ten_fold["std"],
+            "pairs": int(len(test_d)),
+        },
+        "threshold": threshold.__dict__,
+    }
+    if workdir is not None:
+        os.makedirs(workdir, exist_ok=True)
+        threshold.save(os.path.join(workdir, THRESHOLD_JSON))
+        metrics.plot_roc(os.path.join(workdir, ROC_PNG), {"test pairs": (fpr, tpr)})
+        with open(os.path.join(workdir, REPORT_JSON), "w") as f:
+            json.dump(report, f, indent=2)
+    return report
