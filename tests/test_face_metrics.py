@@ -117,7 +117,7 @@ def test_roc_plot_is_a_real_png(tmp_path):
     fpr, tpr, _ = metrics.roc_curve(-d, same)
     path = metrics.plot_roc(str(tmp_path / "roc.png"), {"model": (fpr, tpr)})
     image = np.asarray(Image.open(path).convert("L"))
-    assert image.shape == (450, 450)
+    assert image.shape == (450, 900)  # linear and log-FAR panels
     assert image.std() > 10  # not a blank canvas
 
 

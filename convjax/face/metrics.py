@@ -105,16 +105,23 @@ def plot_roc(path: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    for name, (fpr, tpr) in curves.items():
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
-    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("false accept rate")
-    ax.set_ylabel("true accept rate")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.legend(loc="lower right")
-    ax.set_title("verification ROC")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), dpi=100)
+    for ax, log in zip(axes, (False, True), strict=True):
+        for name, (fpr, tpr) in curves.items():
+            keep = fpr > 0 if log else slice(None)
+            ax.plot(fpr[keep], tpr[keep], label=f"{name} (AUC {auc(fpr, tpr):.4f})")
+        ax.set_xlabel("false accept rate" + (" (log)" if log else ""))
+        ax.set_ylabel("true accept rate")
+        ax.set_ylim(0, 1.01)
+        if log:
+            ax.set_xscale("log")
+            ax.set_xlim(1e-4, 1)
+            ax.grid(True, which="both", alpha=0.3)
+        else:
+            ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=0.8)
+            ax.set_xlim(0, 1)
+        ax.legend(loc="lower right")
+    fig.suptitle("verification ROC")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
