@@ -11,16 +11,19 @@ Cases:
   no augmentation, the standard CIFAR augmentation (mirror + padded crop) and a heavy
   list; cached in memory (the default for a set this size) and decoded every epoch.
 
-Prints one line per case: steady images/s over the timed batches (after one whole
-epoch of warm-up, in which a cached pipeline fills its cache), images/s over that
-first epoch, and the seconds to the first batch (includes compiling the augmentation). Compare with
-``benchmarks/train_step.py`` (LeNet-5, ResNet-18-CIFAR images/s).
+Prints one line per case: steady images/s (the median of 5 windows of the timed
+batches, after one whole epoch of warm-up, in which a cached pipeline fills its
+cache), images/s over that first epoch, and the seconds to the first batch (which
+includes compiling the augmentation). Compare with ``benchmarks/train_step.py``
+(LeNet-5 and ResNet-18-CIFAR images/s). Use ``--data_dir`` to keep ``cifar_like``
+between runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +43,7 @@ HEAVY_AUGMENT = (
     "mirror, random_crop(pad=4), rotate(15), shear(10), colour_shift(0.1), "
     "pca_lighting(0.1), brightness(0.2), contrast, saturation"
 )
+WINDOWS = 5
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 
 
@@ -90,10 +94,13 @@ def images_per_second(dataset, batch, batches):
     for _ in range(epoch_batches):
         next(iterator)
     first_epoch = epoch_batches * batch / (time.perf_counter() - begin)
-    begin = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    return batches * batch / (time.perf_counter() - begin), first, first_epoch
+    rates = []
+    for _ in range(WINDOWS):  # The median of several windows: the machine is shared.
+        begin = time.perf_counter()
+        for _ in range(batches // WINDOWS):
+            next(iterator)
+        rates.append(batches // WINDOWS * batch / (time.perf_counter() - begin))
+    return statistics.median(rates), first, first_epoch
 
 
 def cifar_sized_config(data_dir):
@@ -138,7 +145,10 @@ def main():
                 case.update(cache=cache, augment=spec)
                 name = f"{cifar.name} 32x32x3, {label}, {'cached' if cache else 'decoded'}"
                 rows.append((name, *images_per_second(case, args.batch, args.batches)))
-    print(f"\nbatch {args.batch}, {args.batches} timed batches, {os.cpu_count()} CPU cores")
+    print(
+        f"\nbatch {args.batch}, {args.batches} timed batches (median of {WINDOWS} windows), "
+        f"{os.cpu_count()} CPU cores"
+    )
     print(f"{'pipeline':<58} {'images/s':>10} {'first epoch':>12} {'first batch (s)':>16}")
     for name, rate, first, first_epoch in rows:
         print(f"{name:<58} {rate:>10,.0f} {first_epoch:>12,.0f} {first:>16.2f}")
