@@ -6,7 +6,12 @@ deterministic per-host pipelines, and the example-function extension point.
     train = data.create_train_iterator(config.dataset, global_batch_size=128, seed=0)
 """
 
-from convjax.data import skimage_sets, sklearn_digits  # noqa: F401  (register tfds builders)
+from convjax.data import (  # noqa: F401  (register the offline tfds builders)
+    identities,
+    shapes,
+    skimage_sets,
+    sklearn_digits,
+)
 from convjax.data.builders import get_builder, offline_datasets
 from convjax.data.config import default_dataset_config, resolve_dataset_config
 from convjax.data.examples import register_example_fn

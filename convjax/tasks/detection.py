@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import convjax.data.shapes  # noqa: F401  (registers the shapes builder and example_fn)
 from convjax.detection import yolo
 from convjax.detection.metrics import coco_evaluate, coco_summary, voc_evaluate
 from convjax.losses.yolo import yolo_v1_loss, yolo_v2_loss

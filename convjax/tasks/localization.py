@@ -15,7 +15,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-import convjax.data.shapes  # noqa: F401  (registers the shapes builder and example_fn)
 from convjax.losses.localization import landmark_loss, localization_loss
 from convjax.ops.boxes import iou
 from convjax.tasks.base import Batch, EvalFn, LossFn, apply_model

@@ -4,6 +4,10 @@ The loop knows no model, dataset or loss: it gets the model from the registry,
 the batches from :mod:`convjax.data.pipeline`, the loss and metrics from a task,
 and the device placement from a :class:`~convjax.train.parallel.Strategy`.
 
+Optional task hooks: ``task.train_iterator(dataset, global_batch_size=, seed=,
+start_step=)`` replaces the default batch iterator; ``task.check_train_metrics(step,
+scalars)`` sees every logged set of train metrics on the chief host.
+
 Config fields it reads (see ``configs/lenet5_digits.py`` for a complete example):
 ``model``, ``model_kwargs``, ``dataset``, ``task``, ``task_kwargs``, ``optimizer``,
 ``batch_size`` (global), ``eval_batch_size``, ``num_train_steps``,
@@ -110,9 +114,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     def eval_batches():
         return pipeline.create_eval_iterator(config.dataset, global_batch_size=eval_batch_size)
 
-    host_batches = pipeline.create_train_iterator(
+    # A task may define how its training batches are drawn (e.g. P identities x K
+    # images for triplet mining); the default is the plain shuffled pipeline.
+    make_train_iterator = getattr(task, "train_iterator", None) or pipeline.create_train_iterator
+    host_batches = make_train_iterator(
         config.dataset, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step
     )
+    check_train_metrics = getattr(task, "check_train_metrics", None)
     first = next(host_batches)
     check_image_batch(
         first["image"],
@@ -143,6 +151,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 pending.clear()
                 scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
                 _check_finite(step, scalars, last_checkpoint)
+                if check_train_metrics is not None and is_chief:
+                    check_train_metrics(step, scalars)  # task-specific warnings
                 steps_per_sec = progress.update(step)
                 logger.write(step, "train", scalars | {"steps_per_sec": steps_per_sec})
                 shown = {k: v for k, v in scalars.items() if k in ("loss", "accuracy")}
