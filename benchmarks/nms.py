@@ -4,9 +4,10 @@
 
 torchvision is optional: install it beside the project (see docs/detection.md) and put
 it on PYTHONPATH; without it only the convjax figures are printed. Each figure is the
-median wall time of ``--repeats`` calls after a warm-up (the compile is excluded and
-reported separately). Both run with the threads they choose by default; use ``--threads
-1`` for single-thread figures (it sets torch's thread count and XLA's CPU flags).
+median wall time of ``--repeats`` calls after a warm-up; "1st call s" is the warm-up
+call, which includes the compile for a new shape. Both run with the threads they choose
+by default; ``--threads 1`` gives single-thread figures (it sets torch's thread count
+and XLA's CPU flags).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def main() -> None:
         + (f"; torch {torch.__version__}, torchvision {torchvision.__version__}" if torch else "")
     )
     print(
-        f"{'boxes':<10} {'kept':>6} {'convjax ms':>11} {'compile s':>10} {'torchvision ms':>15} "
+        f"{'boxes':<10} {'kept':>6} {'convjax ms':>11} {'1st call s':>10} {'torchvision ms':>15} "
         f"{'same set+order':>15}"
     )
     for kind in ("random", "clustered"):

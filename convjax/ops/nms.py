@@ -6,12 +6,14 @@ and ``jax.vmap`` (a batch of images: vmap over the leading axis).
 
 Hard NMS keeps exactly the set torchvision's ``nms`` keeps, in the same order
 (descending score, ties by index; a box is suppressed by a kept, higher-scoring box
-when their IoU is *strictly* greater than the threshold). It is computed in tiles
-so that it stays fast for 10,000 boxes: boxes are sorted by score and cut into tiles;
-each tile is first suppressed by the boxes kept so far (held compacted, so the cost
-grows with the number kept, not the number of boxes), then suppresses itself by a
-fixed-point iteration that reaches the greedy result exactly (entry ``i`` depends
-only on entries before it, so the greedy answer is the unique fixed point).
+when their IoU is *strictly* greater than the threshold). It is computed in tiles so
+that it stays fast for 10,000 boxes: boxes are sorted by score; the top
+``LEAD_TILES`` tiles suppress themselves and then every later box in one vectorised
+pass; the survivors are compacted (order kept) and taken a tile at a time, each tile
+first suppressed by the boxes kept so far (held compacted, so the cost grows with the
+number kept, not the number of boxes), then by itself through a fixed-point iteration
+that reaches the greedy result exactly (entry ``i`` depends only on entries before it,
+so the greedy answer is the unique fixed point).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 from convjax.ops.boxes import iou
 
 SOFT_NMS_METHODS = ("linear", "gaussian")
+LEAD_TILES = 4  # the top LEAD_TILES tiles suppress all later boxes in one vectorised pass
 
 
 class NMSResult(NamedTuple):
@@ -61,6 +64,24 @@ def _block_iou(a: jax.Array, area_a: jax.Array, b: jax.Array, area_b: jax.Array)
     return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
+def _self_suppress(boxes, area, classes, candidate, iou_threshold):
+    """Greedy NMS inside one score-sorted tile: iterate keep = cand & ~(kept predecessor
+    overlaps) to its fixed point. boxes: [T, 4] -> keep [T] bool."""
+    tile = boxes.shape[0]
+    over = _block_iou(boxes, area, boxes, area) > iou_threshold
+    over &= jnp.arange(tile)[:, None] < jnp.arange(tile)[None, :]  # row precedes column
+    over &= classes[:, None] == classes[None, :]
+    over = over.astype(jnp.float32)
+
+    def body(state):
+        keep, _ = state
+        new = candidate & ((keep.astype(jnp.float32) @ over) == 0)
+        return new, jnp.any(new != keep)
+
+    keep, _ = jax.lax.while_loop(lambda s: s[1], body, (candidate, jnp.any(candidate)))
+    return keep
+
+
 def _tiled_nms_keep(
     boxes: jax.Array,
     candidate: jax.Array,
@@ -69,20 +90,48 @@ def _tiled_nms_keep(
     max_output_size: int,
     tile: int,
 ) -> jax.Array:
-    """Greedy NMS on score-sorted, tile-padded inputs; returns keep: [num_tiles * tile] bool."""
+    """Greedy NMS on score-sorted, tile-padded inputs; returns keep: [num_tiles * tile] bool.
+
+    1. The top tile suppresses itself, then every later box in one vectorised pass (with
+       clustered boxes this removes most candidates at once).
+    2. The surviving candidates are compacted (order kept) and processed a tile at a time:
+       each tile is suppressed by the boxes kept so far (a compacted buffer, read a
+       tile-sized chunk at a time), then suppresses itself.
+    """
     npad = boxes.shape[0]
     num_tiles = npad // tile
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    tiles = boxes.reshape(num_tiles, tile, 4)
-    tile_area = area.reshape(num_tiles, tile)
-    tile_cls = classes.reshape(num_tiles, tile)
-    tile_cand = candidate.reshape(num_tiles, tile)
-    later = jnp.arange(tile)[:, None] < jnp.arange(tile)[None, :]  # row box precedes column box
+    lead = min(npad, LEAD_TILES * tile)
+    keep0 = _self_suppress(
+        boxes[:lead], area[:lead], classes[:lead], candidate[:lead], iou_threshold
+    )
+    if lead == npad:
+        return keep0
+    over = _block_iou(boxes[:lead], area[:lead], boxes, area) > iou_threshold
+    over &= keep0[:, None] & (classes[:lead, None] == classes[None, :])
+    later = jnp.arange(npad) >= lead
+    remaining = candidate & later & ~jnp.any(over, axis=0)
+    count = jnp.sum(remaining)
+    (position,) = jnp.nonzero(remaining, size=npad, fill_value=0)
+    tiles = boxes[position].reshape(num_tiles, tile, 4)
+    tile_area = area[position].reshape(num_tiles, tile)
+    tile_cls = classes[position].reshape(num_tiles, tile)
+    tile_cand = (jnp.arange(npad) < count).reshape(num_tiles, tile)
 
-    def suppress_tile(i, kept_boxes, kept_area, kept_cls, num_kept):
+    def append(keep, new_boxes, new_area, new_cls, buffers):
+        kept_boxes, kept_area, kept_cls, num_kept = buffers
+        slot = jnp.where(keep, num_kept + jnp.cumsum(keep) - 1, npad)  # npad: dropped
+        return (
+            kept_boxes.at[slot].set(new_boxes, mode="drop"),
+            kept_area.at[slot].set(new_area, mode="drop"),
+            kept_cls.at[slot].set(new_cls, mode="drop"),
+            num_kept + jnp.sum(keep).astype(jnp.int32),
+        )
+
+    def suppress_tile(i, buffers):
+        kept_boxes, kept_area, kept_cls, num_kept = buffers
         boxes_i, area_i, cls_i = tiles[i], tile_area[i], tile_cls[i]
 
-        # 1. Suppression by the boxes kept in earlier tiles, a tile-sized chunk at a time.
         def chunk_cond(state):
             c, cand = state
             return (c * tile < num_kept) & jnp.any(cand)
@@ -94,50 +143,35 @@ def _tiled_nms_keep(
             chunk_area = jax.lax.dynamic_slice_in_dim(kept_area, start, tile)
             chunk_cls = jax.lax.dynamic_slice_in_dim(kept_cls, start, tile)
             real = (start + jnp.arange(tile)) < num_kept
-            over = _block_iou(chunk, chunk_area, boxes_i, area_i) > iou_threshold
-            over &= real[:, None] & (chunk_cls[:, None] == cls_i[None, :])
-            return c + 1, cand & ~jnp.any(over, axis=0)
+            hit = _block_iou(chunk, chunk_area, boxes_i, area_i) > iou_threshold
+            hit &= real[:, None] & (chunk_cls[:, None] == cls_i[None, :])
+            return c + 1, cand & ~jnp.any(hit, axis=0)
 
         _, cand = jax.lax.while_loop(chunk_cond, chunk_body, (0, tile_cand[i]))
-
-        # 2. Suppression within the tile: iterate keep = cand & ~(kept predecessor overlaps).
-        over_self = _block_iou(boxes_i, area_i, boxes_i, area_i) > iou_threshold
-        over_self &= later & (cls_i[:, None] == cls_i[None, :])
-        over_self = over_self.astype(jnp.float32)
-
-        def self_body(state):
-            keep, _ = state
-            new = cand & ((keep.astype(jnp.float32) @ over_self) == 0)
-            return new, jnp.any(new != keep)
-
-        keep, _ = jax.lax.while_loop(lambda s: s[1], self_body, (cand, jnp.array(True)))
-        return keep
+        return _self_suppress(boxes_i, area_i, cls_i, cand, iou_threshold)
 
     def tile_cond(state):
-        i, _, _, _, _, num_kept = state
-        return (i < num_tiles) & (num_kept < max_output_size)
+        i, _, buffers = state
+        return (i * tile < count) & (buffers[-1] < max_output_size)
 
     def tile_body(state):
-        i, keep_all, kept_boxes, kept_area, kept_cls, num_kept = state
-        keep = suppress_tile(i, kept_boxes, kept_area, kept_cls, num_kept)
-        # Append the tile's kept boxes to the compacted buffer (dropped writes go out of range).
-        slot = jnp.where(keep, num_kept + jnp.cumsum(keep) - 1, npad)
-        kept_boxes = kept_boxes.at[slot].set(tiles[i], mode="drop")
-        kept_area = kept_area.at[slot].set(tile_area[i], mode="drop")
-        kept_cls = kept_cls.at[slot].set(tile_cls[i], mode="drop")
-        keep_all = keep_all.at[i].set(keep)
-        return i + 1, keep_all, kept_boxes, kept_area, kept_cls, num_kept + jnp.sum(keep)
+        i, keep_all, buffers = state
+        keep = suppress_tile(i, buffers)
+        buffers = append(keep, tiles[i], tile_area[i], tile_cls[i], buffers)
+        return i + 1, keep_all.at[i].set(keep), buffers
 
-    init = (
-        0,
-        jnp.zeros((num_tiles, tile), bool),
+    empty = (
         jnp.zeros_like(boxes),
         jnp.zeros_like(area),
         jnp.zeros_like(classes),
         jnp.array(0, jnp.int32),
     )
-    _, keep_all, *_ = jax.lax.while_loop(tile_cond, tile_body, init)
-    return keep_all.reshape(-1)
+    buffers = append(keep0, boxes[:lead], area[:lead], classes[:lead], empty)
+    init = (0, jnp.zeros((num_tiles, tile), bool), buffers)
+    _, keep_compact, _ = jax.lax.while_loop(tile_cond, tile_body, init)
+    target = jnp.where(jnp.arange(npad) < count, position, npad)
+    keep = jnp.zeros(npad, bool).at[:lead].set(keep0)
+    return keep.at[target].set(keep_compact.reshape(-1), mode="drop")
 
 
 def _tile_size(n: int, tile_size: int) -> int:
@@ -154,7 +188,7 @@ def nms(
     score_threshold: float | jax.Array | None = None,
     classes: jax.Array | None = None,
     valid: jax.Array | None = None,
-    tile_size: int = 256,
+    tile_size: int = 64,
 ) -> NMSResult:
     """Greedy hard non-max suppression with a static output shape.
 
