@@ -36,33 +36,38 @@ Fields (all optional in a config; missing ones take these defaults):
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def default_dataset_config() -> ml_collections.ConfigDict:
-    """The default ``dataset`` config: the offline 32x32 digits, no augmentation."""
+    """The default ``dataset`` config: the offline 32x32 digits, no augmentation.
+
+    Optional fields are typed placeholders (``None`` until set), so they can be
+    overridden from the command line: ``--config.dataset.data_dir=/data``.
+    """
     return ml_collections.ConfigDict(
         {
             "name": "sklearn_digits",
-            "data_dir": None,
-            "manual_dir": None,
+            "data_dir": placeholder(str),
+            "manual_dir": placeholder(str),
             "train_split": "train",
             "eval_split": "test",
             "image_key": "image",
             "label_key": "label",
-            "image_size": None,
+            "image_size": placeholder(tuple),
             "resize_mode": "stretch",
             "resize_method": "bilinear",
-            "channels": None,
-            "mean": None,
-            "std": None,
+            "channels": placeholder(int),
+            "mean": placeholder(object),
+            "std": placeholder(object),
             "augment": "",
             "augment_in_pipeline": True,
             "landmark_flip_permutation": None,
             "shuffle_buffer": 10_000,
-            "cache": None,
+            "cache": placeholder(bool),
             "cache_max_bytes": 2 * 1024**3,
-            "example_fn": None,
-            "num_classes": None,
+            "example_fn": placeholder(str),
+            "num_classes": placeholder(int),
         }
     )
 
