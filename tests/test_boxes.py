@@ -150,10 +150,10 @@ def test_gradients_finite_for_degenerate_boxes(kind):
     fn = B.get_iou_fn(kind)
     pred = jnp.asarray(DEGENERATE, jnp.float32)
     target = jnp.asarray(DEGENERATE[::-1].copy(), jnp.float32)
-    grads = jax.grad(lambda p: jnp.sum(fn(p, target)))(pred)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(fn(p, target))))(pred)
     assert np.isfinite(np.asarray(grads)).all()
     # Identical degenerate boxes too.
-    grads = jax.grad(lambda p: jnp.sum(fn(p, pred)))(pred)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(fn(p, pred))))(pred)
     assert np.isfinite(np.asarray(grads)).all()
 
 

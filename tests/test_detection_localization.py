@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from convjax.losses.localization import landmark_loss, localization_loss
+from convjax.losses import localization as loc
 from convjax.models import get_model
 from convjax.tasks import get_task
 from convjax.tasks.localization import course_box, course_box_to_xyxy
@@ -19,6 +19,10 @@ def fast_compiles():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", False)
+
+
+localization_loss = jax.jit(loc.localization_loss, static_argnames="box_weight")
+landmark_loss = jax.jit(loc.landmark_loss)
 
 
 def np_localization(outputs, present, box, label, box_weight):

@@ -111,3 +111,19 @@ def test_smoke_training_evaluation_and_detect_images(tmp_path):
     )
     (written,) = detect_images(config, workdir, [image_path], min_score=0.0)
     assert np.asarray(Image.open(written)).shape[:2] == (150, 210)  # scaled 3x, aspect kept
+
+
+@pytest.mark.parametrize("name", ["yolo_voc", "yolo_coco", "yolo_shapes"])
+def test_yolo_configs_agree_with_their_models(name):
+    import importlib
+
+    config = importlib.import_module(f"configs.{name}").get_config()
+    task = get_task(config.task, **config.task_kwargs)
+    model = get_model(config.model, **config.model_kwargs)
+    size = config.dataset.image_size or (64, 64)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *size, 3))))
+    out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, *size, 3))), shapes)
+    grid = size[0] // 2**config.model_kwargs.pools
+    assert out.shape == (1, grid, grid, len(task.anchors), 5 + config.model_kwargs.num_classes)
+    with pytest.raises(ValueError, match="valid: 'smoke'"):
+        importlib.import_module(f"configs.{name}").get_config("tiny")

@@ -109,7 +109,7 @@ def test_v2_decode_and_nms_recover_the_objects():
     rng = np.random.default_rng(2)
     boxes, labels, mask = random_objects(rng, 5)
     mask[:] = True
-    targets = yolo.encode_batch(
+    targets = jax.jit(yolo.encode_batch, static_argnums=3)(
         jnp.asarray(boxes[None]),
         jnp.asarray(labels[None]),
         jnp.asarray(mask[None], jnp.float32),
@@ -118,9 +118,14 @@ def test_v2_decode_and_nms_recover_the_objects():
     )
     kept = np.asarray(targets.object[0]).sum()
     outputs = jnp.asarray(inverse_v2(targets, ANCHORS, 6))
-    cand_boxes, scores, classes = yolo.decode(outputs, version="v2", anchors=jnp.asarray(ANCHORS))
+
+    @jax.jit
+    def detect(outputs):
+        candidates = yolo.decode(outputs, version="v2", anchors=jnp.asarray(ANCHORS))
+        return candidates[0], yolo.postprocess(*candidates, score_threshold=0.5, max_detections=10)
+
+    cand_boxes, decoded = detect(outputs)
     assert cand_boxes.shape == (1, 6 * 6 * 3, 4)
-    decoded = yolo.postprocess(cand_boxes, scores, classes, score_threshold=0.5, max_detections=10)
     assert int(decoded.valid.sum()) == kept
     got = np.asarray(decoded.boxes[0][np.asarray(decoded.valid[0])])
     # Every detection is one of the true boxes, with its class.

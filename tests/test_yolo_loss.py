@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from convjax.detection import yolo
-from convjax.losses.yolo import yolo_v1_loss, yolo_v2_loss
+from convjax.losses import yolo as yolo_losses
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -18,6 +18,15 @@ def fast_compiles():
     yield
     jax.config.update("jax_disable_most_optimizations", False)
 
+
+# Jitted once per shape: op-by-op dispatch would dominate these small cases.
+yolo_v1_loss = jax.jit(
+    yolo_losses.yolo_v1_loss, static_argnames=("num_predictors", "lambda_coord", "lambda_noobj")
+)
+yolo_v2_loss = jax.jit(
+    yolo_losses.yolo_v2_loss, static_argnames=("lambda_coord", "lambda_noobj", "ignore_threshold")
+)
+encode_batch = jax.jit(yolo.encode_batch, static_argnums=3)
 
 GRID, CLASSES = 3, 3
 ANCHORS = np.array([[0.2, 0.2], [0.5, 0.3]], np.float32)
@@ -134,11 +143,11 @@ def scene(rng, batch=2, n=3):
 
 
 def v1_targets(boxes, labels, mask):
-    return yolo.encode_batch(jnp.asarray(boxes), jnp.asarray(labels), jnp.asarray(mask), GRID)
+    return encode_batch(jnp.asarray(boxes), jnp.asarray(labels), jnp.asarray(mask), GRID)
 
 
 def v2_targets(boxes, labels, mask):
-    return yolo.encode_batch(
+    return encode_batch(
         jnp.asarray(boxes), jnp.asarray(labels), jnp.asarray(mask), GRID, jnp.asarray(ANCHORS)
     )
 

@@ -28,6 +28,8 @@ The registered example function pads objects to ``dataset.max_objects`` (default
 :data:`MAX_OBJECTS`): ``boxes`` float32 [N, 4] (yxyx, normalised), ``classes`` int32
 [N], ``landmarks`` float32 [N, 5, 2], ``box_mask`` float32 [N] (1 real, 0 padding),
 ``num_objects`` int32 and ``label`` int32 (the first object's class, 0 if none).
+``example_fn='detection_objects'`` gives other tfds detection sets (voc, coco) the same
+layout (without landmarks, with ``difficult``).
 """
 
 from __future__ import annotations
@@ -265,26 +267,48 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
             yield index, {"image": scene["image"], "objects": objects}
 
 
-# --------------------------------------------------------------------- example function
-@register_example_fn("shapes")
-def shapes_example(example: dict, config: ml_collections.ConfigDict) -> dict:
-    """Pads a scene's objects to ``config.max_objects`` (fixed shapes for batching)."""
-    max_objects = int(config.get("max_objects", None) or MAX_OBJECTS)
-    objects = example["objects"]
+# --------------------------------------------------------------------- example functions
+def _pad(x: tf.Tensor, max_objects: int, dtype) -> tf.Tensor:
+    """[n, ...] -> [max_objects, ...] (cut or zero-padded)."""
+    x = tf.cast(x[:max_objects], dtype)
+    padding = [[0, max_objects - tf.shape(x)[0]]] + [[0, 0]] * (x.shape.rank - 1)
+    return tf.ensure_shape(tf.pad(x, padding), [max_objects, *x.shape[1:]])
+
+
+def padded_objects(objects: dict, max_objects: int) -> dict:
+    """A tfds ``objects`` sequence (``bbox``, ``label``) -> fixed-shape arrays: ``boxes``
+    [N, 4] (tfds order, normalised), ``classes`` [N], ``box_mask`` [N], ``num_objects``,
+    ``label`` (the first object's class)."""
     count = tf.minimum(tf.shape(objects["label"])[0], max_objects)
-
-    def pad(x, dtype):
-        x = tf.cast(x[:max_objects], dtype)
-        padding = [[0, max_objects - tf.shape(x)[0]]] + [[0, 0]] * (x.shape.rank - 1)
-        return tf.ensure_shape(tf.pad(x, padding), [max_objects, *x.shape[1:]])
-
-    classes = pad(objects["label"], tf.int32)
+    classes = _pad(objects["label"], max_objects, tf.int32)
     return {
-        "image": example["image"],
-        "boxes": pad(objects["bbox"], tf.float32),
+        "boxes": _pad(objects["bbox"], max_objects, tf.float32),
         "classes": classes,
-        "landmarks": pad(objects["landmarks"], tf.float32),
         "box_mask": tf.cast(tf.range(max_objects) < count, tf.float32),
         "num_objects": tf.cast(count, tf.int32),
         "label": classes[0],
     }
+
+
+@register_example_fn("shapes")
+def shapes_example(example: dict, config: ml_collections.ConfigDict) -> dict:
+    """Pads a scene's objects to ``config.max_objects`` (fixed shapes for batching)."""
+    max_objects = int(config.get("max_objects", None) or MAX_OBJECTS)
+    arrays = padded_objects(example["objects"], max_objects)
+    arrays["landmarks"] = _pad(example["objects"]["landmarks"], max_objects, tf.float32)
+    return {"image": example["image"], **arrays}
+
+
+@register_example_fn("detection_objects")
+def detection_objects_example(example: dict, config: ml_collections.ConfigDict) -> dict:
+    """Any tfds detection set with ``objects/bbox`` and ``objects/label`` (voc, coco, ...):
+    the same padded layout as ``shapes``, plus ``difficult`` [N] from VOC's
+    ``is_difficult`` or COCO's ``is_crowd`` (such objects are ignored by the mAP)."""
+    max_objects = int(config.get("max_objects", None) or MAX_OBJECTS)
+    objects = example["objects"]
+    arrays = padded_objects(objects, max_objects)
+    flag = next((objects[k] for k in ("is_difficult", "is_crowd") if k in objects), None)
+    if flag is None:
+        flag = tf.zeros_like(objects["label"])
+    arrays["difficult"] = _pad(flag, max_objects, tf.float32)
+    return {"image": example["image"], **arrays}

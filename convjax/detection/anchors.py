@@ -52,6 +52,7 @@ def _update(wh, assignment, centres, update):
     return jnp.where((count > 0)[:, None], new, centres)  # an empty cluster keeps its centre
 
 
+@jax.jit(static_argnames="k")
 def _initial_centres(key: jax.Array, wh: jax.Array, k: int) -> jax.Array:
     """k-means++ seeding with the 1 - IoU distance."""
     n = wh.shape[0]
@@ -97,7 +98,9 @@ def cluster_anchors(
     if not 1 <= k <= wh.shape[0]:
         raise ValueError(f"k must be in [1, N={wh.shape[0]}]; got {k}")
     key = jax.random.PRNGKey(0) if key is None else key
-    centres = _initial_centres(key, wh, k) if initial is None else jnp.asarray(initial, jnp.float32)
+    centres = (
+        _initial_centres(key, wh, k=k) if initial is None else jnp.asarray(initial, jnp.float32)
+    )
     return _lloyd(wh, centres, update=update, max_iterations=max_iterations)
 
 

@@ -171,6 +171,7 @@ class Detection:
                 ("gt_boxes", gt),
                 ("gt_classes", batch["classes"]),
                 ("gt_valid", np.asarray(batch["box_mask"]) > 0),
+                ("gt_difficult", np.asarray(batch.get("difficult", batch["box_mask"] * 0)) > 0),
                 ("image", batch["image"]),
             ):
                 collected.setdefault(key, []).append(np.asarray(value)[real])
@@ -179,13 +180,16 @@ class Detection:
         arrays = {k: np.concatenate(v) for k, v in collected.items()}
         height, width = image_size
         scale = np.array([width, height, width, height], np.float32)
-        args = {k: v for k, v in arrays.items() if k != "image"}
+        args = {k: v for k, v in arrays.items() if k not in ("image", "gt_difficult")}
         pixel_args = dict(
             args, det_boxes=args["det_boxes"] * scale, gt_boxes=args["gt_boxes"] * scale
         )
-        voc = voc_evaluate(**pixel_args, num_classes=num_classes)
-        voc07 = voc_evaluate(**pixel_args, num_classes=num_classes, use_07_metric=True)
-        coco = coco_evaluate(**pixel_args, num_classes=num_classes)
+        difficult = arrays["gt_difficult"]
+        voc = voc_evaluate(**pixel_args, num_classes=num_classes, gt_difficult=difficult)
+        voc07 = voc_evaluate(
+            **pixel_args, num_classes=num_classes, gt_difficult=difficult, use_07_metric=True
+        )
+        coco = coco_evaluate(**pixel_args, num_classes=num_classes, gt_ignore=difficult)
         metrics = {"map50_voc": float(voc["map"]), "map50_voc07": float(voc07["map"])}
         metrics.update({f"coco_{k}": v for k, v in coco_summary(coco).items()})
         for k, ap in enumerate(np.asarray(voc["ap"])):
