@@ -36,9 +36,10 @@ def test_short_training_beats_chance_on_unseen_identities(trained):
     _, workdir, report = trained
     one_shot = report["one_shot"]
     assert one_shot["identities"] == 8 and one_shot["queries"] == 24  # 8 x (4 - 1)
-    # Chance is 1/8 top-1 and 0.5 AUC; a 120-step run on 12 identities is far above.
-    assert one_shot["top1"] >= 0.5
-    assert report["verification"]["auc"] >= 0.85
+    # Chance is 1/8 top-1 and 0.5 AUC; this 120-step run on 12 identities reaches
+    # 83 % and 0.96 on CPU (seeded).
+    assert one_shot["top1"] >= 0.6
+    assert report["verification"]["auc"] >= 0.9
     with open(os.path.join(workdir, "face_eval.json")) as f:
         assert json.load(f)["one_shot"]["top1"] == one_shot["top1"]
     roc = np.asarray(Image.open(os.path.join(workdir, "roc.png")).convert("L"))
