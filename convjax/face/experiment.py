@@ -12,11 +12,10 @@ This module sits on top of ``convjax.train``; nothing below imports it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -34,7 +33,6 @@ from convjax.models import get_model
 from convjax.tasks import get_task
 from convjax.train import loop
 from convjax.train.checkpointing import Checkpointer
-from convjax.train.metric_logging import read_metrics
 from convjax.train.setup import build_model, config_kwargs, init_train_state
 from convjax.train.state import TrainState
 from convjax.train.step import make_train_step
@@ -44,37 +42,14 @@ def _task(config: ml_collections.ConfigDict):
     return get_task(config.task, **config_kwargs(config.get("task_kwargs")))
 
 
-@contextlib.contextmanager
-def _task_batches(task) -> Iterator[None]:
-    """Routes the loop's training batches through ``task.train_iterator``.
-
-    The generic loop reads ``pipeline.create_train_iterator``; until it asks the task
-    for its iterator itself, this swaps that one function for the duration of a run.
-    """
-    make = getattr(task, "train_iterator", None)
-    if make is None:
-        yield
-        return
-    original = pipeline.create_train_iterator
-    pipeline.create_train_iterator = make
-    try:
-        yield
-    finally:
-        pipeline.create_train_iterator = original
-
-
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains ``config`` in ``workdir`` and returns the loop's final eval metrics;
-    warns (``CollapseWarning``) for every logged step whose embeddings collapsed."""
-    task = _task(config)
-    with _task_batches(task):
-        results = loop.train_and_evaluate(config, workdir)
-    check = getattr(task, "check_train_metrics", None)
-    if check is not None and jax.process_index() == 0:
-        for record in read_metrics(workdir):
-            if record["split"] == "train" and "mean_neg_dist" in record:
-                check(record["step"], record)
-    return results
+    """Trains ``config`` in ``workdir`` and returns the loop's final eval metrics.
+
+    The loop draws batches from the task's ``train_iterator`` (P x K identities, or
+    pairs) and calls its ``check_train_metrics`` at every log step, so a
+    ``CollapseWarning`` fires while training when embeddings collapse.
+    """
+    return loop.train_and_evaluate(config, workdir)
 
 
 def load_embedder(

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax.numpy as jnp
 
-from convjax.face import sampler
 from convjax.face.diagnostics import embedding_diagnostics, warn_if_collapsed
 from convjax.losses.contrastive import CONTRASTIVE_MARGIN, batch_contrastive_loss
 from convjax.losses.triplet import (
@@ -113,6 +112,8 @@ class Embedding:
     def train_iterator(self, dataset, **kwargs):
         """P x K batches (:func:`convjax.face.sampler.create_pk_train_iterator`); takes
         the arguments of ``convjax.data.pipeline.create_train_iterator``."""
+        from convjax.face import sampler  # the input pipeline; only needed to train
+
         return sampler.create_pk_train_iterator(
             dataset, images_per_identity=self.images_per_identity, **kwargs
         )

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from convjax.face import sampler
 from convjax.tasks.base import Batch, EvalFn, LossFn, apply_model
 from convjax.tasks.registry import register_task
 
@@ -76,4 +75,6 @@ class Verification:
     def train_iterator(self, dataset, **kwargs):
         """Half-same, half-different image pairs
         (:func:`convjax.face.sampler.create_pair_train_iterator`)."""
+        from convjax.face import sampler  # the input pipeline; only needed to train
+
         return sampler.create_pair_train_iterator(dataset, **kwargs)
