@@ -57,7 +57,6 @@ def main() -> None:
     if args.threads:
         os.environ["XLA_FLAGS"] = (
             os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-            " intra_op_parallelism_threads=1"
         )
     import jax
     import jax.numpy as jnp

@@ -83,3 +83,28 @@ def test_pipeline_pads_objects_to_fixed_shapes(data_dir):
     np.testing.assert_array_equal(batch["label"], batch["classes"][:, 0])
     evals = list(pipeline.create_eval_iterator(dataset, global_batch_size=10))
     assert sum(float(b["mask"].sum()) for b in evals) == 32
+
+
+def test_detection_objects_example_pads_voc_and_coco_style_objects():
+    import ml_collections
+    import tensorflow as tf
+
+    from convjax.data.shapes import detection_objects_example
+
+    config = ml_collections.ConfigDict({"max_objects": 4})
+    example = {
+        "image": tf.zeros((10, 12, 3), tf.uint8),
+        "objects": {
+            "bbox": tf.constant([[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0]], tf.float32),
+            "label": tf.constant([7, 3], tf.int64),
+            "is_crowd": tf.constant([False, True]),
+        },
+    }
+    out = {k: v.numpy() for k, v in detection_objects_example(example, config).items()}
+    assert out["boxes"].shape == (4, 4) and out["num_objects"] == 2
+    np.testing.assert_array_equal(out["classes"], [7, 3, 0, 0])
+    np.testing.assert_array_equal(out["box_mask"], [1, 1, 0, 0])
+    np.testing.assert_array_equal(out["difficult"], [0, 1, 0, 0])
+    example["objects"] = {k: v for k, v in example["objects"].items() if k != "is_crowd"}
+    out = detection_objects_example(example, config)
+    np.testing.assert_array_equal(out["difficult"].numpy(), [0, 0, 0, 0])
