@@ -27,7 +27,9 @@ with or without its aux heads). What changes on the way:
   convolutions on one side only and shift every activation).
 
 torchvision's ImageNet weights expect RGB in [0, 1] normalised with mean
-(0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225).
+(0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); its pretrained GoogLeNet
+(``transform_input=True``) re-normalises internally, so for those weights normalise
+with mean 0.5 and std 0.5 instead.
 """
 
 from __future__ import annotations
