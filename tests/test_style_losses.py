@@ -118,6 +118,8 @@ def test_total_variation_equals_numpy_loops(kind):
         want.append(total)
     got = np.asarray(S.total_variation_cost(jnp.asarray(x), kind))
     np.testing.assert_allclose(got, want, rtol=1e-5)
+    per_pixel = np.asarray(S.total_variation_cost(jnp.asarray(x), kind, reduction="mean"))
+    np.testing.assert_allclose(per_pixel, np.asarray(want) / (5 * 6), rtol=1e-5)
     # A constant image has no variation.
     assert float(S.total_variation_cost(jnp.ones((1, 4, 4, 3)), kind)[0]) == 0.0
 

@@ -43,7 +43,8 @@ import jax.numpy as jnp
 NORMALIZATIONS = ("gatys", "course", "pytorch")
 
 
-def _check_normalization(normalization: str) -> None:
+def check_normalization(normalization: str) -> None:
+    """Raises ``ValueError`` naming the valid modes unless ``normalization`` is one."""
     if normalization not in NORMALIZATIONS:
         raise ValueError(
             f"Unknown style-transfer normalization {normalization!r}; "
@@ -76,7 +77,7 @@ def content_cost(
     content, generated: [B, H, W, C] activations of the content and generated images
     -> [B]. ``normalization`` is one of :data:`NORMALIZATIONS` (see the module table).
     """
-    _check_normalization(normalization)
+    check_normalization(normalization)
     _check_features(generated, "generated features")
     if content.shape != generated.shape:
         raise ValueError(
@@ -99,7 +100,7 @@ def style_layer_cost(
     activations, or a blend of several); generated: [B, H, W, C] activations of the
     generated image -> [B].
     """
-    _check_normalization(normalization)
+    check_normalization(normalization)
     _check_features(generated, "generated features")
     _, h, w, c = generated.shape
     if style_gram.shape[-2:] != (c, c) or style_gram.ndim != 3:
@@ -149,22 +150,29 @@ def style_cost(
     return weighted_layer_sum(costs, layer_weights)
 
 
-def total_variation_cost(images: jax.Array, kind: str = "squared") -> jax.Array:
+def total_variation_cost(
+    images: jax.Array, kind: str = "squared", reduction: str = "sum"
+) -> jax.Array:
     """Total variation of images, per example: the sum over neighbouring pixels.
 
     images: [B, H, W, C] -> [B]. ``kind='squared'`` sums ``(x[i+1,j]-x[i,j])^2 +
     (x[i,j+1]-x[i,j])^2`` (smooth, the usual choice in style transfer); ``kind='abs'``
-    sums the absolute differences (anisotropic TV). It grows with the image area.
+    sums the absolute differences (anisotropic TV). ``reduction='sum'`` grows with the
+    image area; ``'mean'`` divides by the number of pixels ``H * W``, so one weight
+    suits every image size.
     """
     _check_features(images, "total_variation_cost input")
     kinds = {"squared": jnp.square, "abs": jnp.abs}
     if kind not in kinds:
         raise ValueError(f"Unknown total variation kind {kind!r}; valid: {', '.join(kinds)}")
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"Unknown reduction {reduction!r}; valid: sum, mean")
     x = images.astype(jnp.float32)
     penalty = kinds[kind]
     dy = penalty(x[:, 1:, :, :] - x[:, :-1, :, :]).sum(axis=(1, 2, 3))
     dx = penalty(x[:, :, 1:, :] - x[:, :, :-1, :]).sum(axis=(1, 2, 3))
-    return dy + dx
+    total = dy + dx
+    return total / (x.shape[1] * x.shape[2]) if reduction == "mean" else total
 
 
 def total_cost(

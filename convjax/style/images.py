@@ -83,7 +83,7 @@ def fit_size(shape: Sequence[int], max_side: int) -> tuple[int, int]:
 
 
 def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """image: [H, W, 3] float in [0, 1] -> [size[0], size[1], 3] (bicubic, antialiased)."""
+    """image: [H, W, C] float in [0, 1] -> [size[0], size[1], C] (bicubic, antialiased)."""
     h, w = int(size[0]), int(size[1])
     if image.shape[:2] == (h, w):
         return image.astype(np.float32)
@@ -91,6 +91,11 @@ def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
     resized = resize(image, (h, w, image.shape[-1]), order=3, anti_aliasing=True)
     return np.clip(resized, 0.0, 1.0).astype(np.float32)
+
+
+def fit_image(image: np.ndarray, max_side: int) -> np.ndarray:
+    """image: [H, W, C] -> resized so its longer side is ``max_side`` (aspect kept)."""
+    return resize_image(image, fit_size(image.shape, max_side))
 
 
 def load_image(spec: str, size: int | Sequence[int] | None = None) -> np.ndarray:
@@ -138,7 +143,7 @@ def save_panel(
         ax.axis("off")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94) if title else None)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,0 +1,251 @@
+"""Style transfer through the generic train step: feature network, optimisation, options."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from PIL import Image
+from skimage.color import rgb2yuv
+
+from configs.style_transfer import get_config
+from convjax.models.vgg import conv_init
+from convjax.style import features as F
+from convjax.style import transfer as T
+
+SHALLOW = {"relu1_1": 0.5, "relu2_1": 0.5}
+
+
+@pytest.fixture
+def fast_compile():
+    """Small runs are compile-bound: skip most XLA optimisations for them."""
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", False)
+
+
+def small_config(**overrides) -> ml_collections.ConfigDict:
+    """A tiny VGG-16 run on bundled images: 48 px, shallow layers, a few steps."""
+    config = get_config("smoke")
+    config.image_size = 48
+    config.num_steps = 4
+    config.log_every = 2
+    config.style_layers = ml_collections.ConfigDict(SHALLOW)
+    config.content_layers = ml_collections.ConfigDict({"relu2_2": 1.0})
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+# --------------------------------------------------------------------------- feature network
+
+
+def test_natural_first_layer_is_luminance_pattern_plus_flat_chroma():
+    kernel = F.natural_first_layer((3, 3, 3, 16), np.random.default_rng(0))
+    # The channel mean of each filter is its luminance pattern; what is left over is
+    # a chroma that is the same at every position of the window and sums to zero.
+    chroma = kernel - kernel.mean(axis=2, keepdims=True)
+    np.testing.assert_allclose(chroma, np.broadcast_to(chroma[:1, :1], chroma.shape), atol=1e-6)
+    np.testing.assert_allclose(chroma.sum(axis=2), 0.0, atol=1e-6)
+    assert np.abs(chroma).max() > 1e-2
+    luminance = kernel.mean(axis=2)
+    assert luminance.std(axis=(0, 1)).min() > 1e-3  # a real spatial pattern
+
+
+def test_random_network_keeps_activation_scale_through_all_layers():
+    layers = [f"relu{i}_1" for i in range(1, 6)]
+    net = F.build_feature_net(layers, arch="vgg19")
+    assert not net.pretrained and "random-weight VGG-19" in net.description
+    image = jnp.asarray(T.images.load_image("skimage:astronaut", (64, 64)))[None]
+    extract = jax.jit(lambda variables, x: dataclasses.replace(net, variables=variables)(x))
+    rms = [float(jnp.sqrt(jnp.mean(v**2))) for v in extract(net.variables, image).values()]
+    # He fan-in keeps the scale within a small factor from relu1_1 to relu5_1 ...
+    assert min(rms) > max(rms) / 2.5, rms
+    # ... where the zoo's fan-out initialisation (torchvision's) loses over 4x.
+    keys = iter(jax.random.split(jax.random.key(0), 32))
+    fan_out = jax.tree.map(
+        lambda v: conv_init(next(keys), v.shape) if v.ndim == 4 else v, net.variables
+    )
+    zoo_rms = [float(jnp.sqrt(jnp.mean(v**2))) for v in extract(fan_out, image).values()]
+    assert zoo_rms[-1] < zoo_rms[0] / 4, zoo_rms
+
+
+def test_pretrained_features_equal_pytorch_vgg19(tmp_path):
+    torch = pytest.importorskip("torch", reason="PyTorch CPU is an optional reference")
+    safetensors_torch = pytest.importorskip("safetensors.torch", reason="needs safetensors+torch")
+    # torchvision's vgg19().features layout, built from torch.nn (avg pooling as Gatys).
+    widths = [64, 64, "P", 128, 128, "P", 256, 256, 256, 256, "P", 512, 512, 512, 512, "P"]
+    widths += [512, 512, 512, 512, "P"]
+    layers, names, c_in, stage, conv = [], {}, 3, 1, 1
+    for w in widths:
+        if w == "P":
+            layers.append(torch.nn.AvgPool2d(2, 2))
+            stage, conv = stage + 1, 1
+            continue
+        layers += [torch.nn.Conv2d(c_in, w, 3, padding=1), torch.nn.ReLU()]
+        names[f"relu{stage}_{conv}"] = len(layers) - 1
+        c_in, conv = w, conv + 1
+    torch.manual_seed(0)
+    features = torch.nn.Sequential(*layers).eval()
+    state = {f"features.{k}": v.contiguous() for k, v in features.state_dict().items()}
+    path = str(tmp_path / "vgg19.safetensors")
+    safetensors_torch.save_file(state, path)
+
+    net = F.build_feature_net(["relu1_1", "relu3_1", "relu4_2"], arch="vgg19", weights=path)
+    assert net.pretrained and path in net.description
+    image = T.images.load_image("skimage:chelsea", (48, 64))
+    got = jax.jit(net)(jnp.asarray(image)[None])
+    x = (torch.from_numpy(image) - torch.tensor(F.IMAGENET_MEAN)) / torch.tensor(F.IMAGENET_STD)
+    x = x.permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        for layer in ("relu1_1", "relu3_1", "relu4_2"):
+            want = features[: names[layer] + 1](x)[0].permute(1, 2, 0).numpy()
+            scale = np.abs(want).max()
+            np.testing.assert_allclose(np.asarray(got[layer][0]) / scale, want / scale, atol=1e-4)
+
+
+def test_unknown_layers_and_archs_name_the_choices():
+    with pytest.raises(ValueError, match="relu4_2"):
+        F.build_feature_net(["relu9_9"])
+    with pytest.raises(ValueError, match="vgg16, vgg19"):
+        F.build_feature_net(["relu1_1"], arch="resnet50")
+
+
+# --------------------------------------------------------------------------- optimisation
+
+
+def test_keep_in_range_projects_the_update():
+    tx = optax.chain(optax.sgd(1.0), T.keep_in_range(0.0, 1.0))
+    params = jnp.array([0.1, 0.5, 0.9])
+    updates, _ = tx.update(jnp.array([1.0, 0.1, -1.0]), tx.init(params), params)
+    np.testing.assert_allclose(optax.apply_updates(params, updates), [0.0, 0.4, 1.0], atol=1e-7)
+
+
+def test_style_cost_falls_100x_with_content_bounded_by_the_trade_off():
+    """The acceptance run, small: random VGG-19 on chelsea / immunohistochemistry."""
+    config = get_config()
+    config.image_size = 48
+    config.num_steps = 100
+    config.optimizer.learning_rate = 0.05
+    config.log_every = 50
+    result = T.stylize(config, progress=False)
+    style0 = result.history["style"][0]
+    assert result.history["content"][0] == 0.0  # it starts at the content image
+    drop = style0 / result.final["style"]
+    assert drop >= 100, f"style cost fell only {drop:.1f}x"
+    # J decreased from J(C) = beta * J_style(C), so alpha * J_content <= beta * J_style(C).
+    alpha, beta = config.content_weight, config.style_weight
+    assert alpha * result.final["content"] <= beta * style0
+    assert result.images.shape == (1, 32, 48, 3)
+    assert 0.0 <= result.images.min() and result.images.max() <= 1.0
+
+
+def test_content_weight_sets_the_trade_off(fast_compile):
+    finals = {}
+    for alpha in (0.0, 100.0):
+        config = small_config(content_weight=alpha, num_steps=15, style_weight=10.0)
+        finals[alpha] = T.stylize(config, progress=False).final
+    # More weight on content keeps the result much closer to the content ...
+    assert finals[100.0]["content"] < 0.25 * finals[0.0]["content"], finals
+    # ... at the price of a worse style match.
+    assert finals[100.0]["style"] > finals[0.0]["style"], finals
+
+
+def test_batch_of_pairs_over_devices_equals_one_image_at_a_time(fast_compile):
+    contents = "skimage:chelsea,skimage:astronaut,skimage:coffee,skimage:rocket"
+    styles = "skimage:immunohistochemistry,skimage:gravel,skimage:brick,skimage:grass"
+    results = {}
+    for strategy in ("pmap", "shard_map"):
+        config = small_config(content=contents, style=styles, pair_styles=True, strategy=strategy)
+        results[strategy] = T.stylize(config, progress=False)
+    assert results["pmap"].images.shape[0] == 4
+    np.testing.assert_allclose(results["pmap"].images, results["shard_map"].images, atol=2e-4)
+    # Image 2 alone on one device: the same result, so each image got its own gradient.
+    alone = small_config(content="skimage:coffee", style="skimage:brick", strategy="jit")
+    single = T.stylize(alone, progress=False)
+    np.testing.assert_allclose(results["pmap"].images[2], single.images[0], atol=2e-4)
+    assert single.final["style"] < single.history["style"][0]
+
+
+def test_lbfgs_runs_through_the_generic_step(fast_compile):
+    config = small_config(num_steps=12, init="noise")
+    config.optimizer = ml_collections.ConfigDict({"name": "lbfgs", "learning_rate": 1.0})
+    result = T.stylize(config, progress=False)
+    total = result.history["total"]
+    assert np.all(np.isfinite(total))
+    assert result.final["total"] < 0.2 * total[0], total
+    assert 0.0 <= result.images.min() and result.images.max() <= 1.0
+
+
+def test_preserve_color_keeps_the_content_chrominance(fast_compile):
+    config = small_config(preserve_color=True, num_steps=6)
+    result = T.stylize(config, progress=False)
+    content = T.images.load_image("skimage:chelsea", 48)
+    got, want = rgb2yuv(result.images[0]), rgb2yuv(content)
+    unclipped = np.all((result.images[0] > 0.01) & (result.images[0] < 0.99), axis=-1)
+    assert unclipped.mean() > 0.5
+    np.testing.assert_allclose(got[unclipped][:, 1:], want[unclipped][:, 1:], atol=2e-3)
+    assert np.abs(got[..., 0] - want[..., 0]).max() > 0.01  # the luminance did change
+
+
+def test_multiscale_blend_and_outputs(tmp_path, fast_compile):
+    config = small_config(
+        image_size=96,
+        num_scales=2,
+        num_steps=4,
+        style="skimage:immunohistochemistry,skimage:gravel",
+        style_blend_weights="3,1",
+        style_scale=0.75,
+        save_every=2,
+        init="mix",
+    )
+    result = T.stylize(config, str(tmp_path), progress=False)
+    assert sorted(set(result.history["scale"])) == [0, 1]
+    assert result.history["step"] == list(range(8))  # every iteration is recorded
+    assert result.history["scale"] == [0] * 4 + [1] * 4
+    assert result.images.shape == (1, 64, 96, 3)
+    for name in ("result.png", "panel.png", "cost_curves.png", "costs.json"):
+        assert os.path.getsize(tmp_path / name) > 0
+    assert np.asarray(Image.open(tmp_path / "result.png")).shape == (64, 96, 3)
+    snapshots = sorted(os.listdir(tmp_path / "iterations"))
+    assert snapshots == [
+        "scale0_00002_0.png",
+        "scale0_00004_0.png",
+        "scale1_00002_0.png",
+        "scale1_00004_0.png",
+    ]
+    summary = json.loads((tmp_path / "costs.json").read_text())
+    assert "random-weight" in summary["feature_net"]
+    assert summary["final"]["style"] == pytest.approx(result.final["style"])
+
+
+def test_blend_weights_and_scale_sizes():
+    np.testing.assert_allclose(T.blend_weights("3,1", 2), [0.75, 0.25])
+    np.testing.assert_allclose(T.blend_weights("", 3), [1 / 3] * 3)
+    with pytest.raises(ValueError, match="one per style"):
+        T.blend_weights("1,2,3", 2)
+    assert T.scale_sizes((128, 190), 3) == [(32, 48), (64, 95), (128, 190)]
+    with pytest.raises(ValueError, match="fewer scales"):
+        T.scale_sizes((64, 64), 3)
+
+
+def test_bad_configs_fail_before_compiling():
+    with pytest.raises(ValueError, match="Valid layers"):
+        T.stylize(small_config(style_layers={"relu9_1": 1.0}), progress=False)
+    with pytest.raises(ValueError, match="content, noise, mix"):
+        T.stylize(small_config(init="zeros"), progress=False)
+    with pytest.raises(ValueError, match="one style per content"):
+        T.stylize(small_config(content="skimage:chelsea,skimage:coffee", pair_styles=True))
+    with pytest.raises(ValueError, match="does not divide"):
+        T.stylize(
+            small_config(content="skimage:chelsea,skimage:coffee,skimage:cat", strategy="pmap")
+        )
+    with pytest.raises(ValueError, match="gatys, course, pytorch"):
+        T.stylize(small_config(normalization="johnson"), progress=False)
+    with pytest.raises(ValueError, match="skimage:chelsea"):
+        T.stylize(small_config(content="skimage:lena"), progress=False)
