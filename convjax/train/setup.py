@@ -53,7 +53,11 @@ def init_train_state(
     config: ml_collections.ConfigDict,
     image_shape: tuple[int, int, int],
 ) -> TrainState:
-    """A fresh host-side TrainState; the model is initialised on ``[1, H, W, C]`` inputs."""
+    """A fresh host-side TrainState; the model is initialised on ``[1, H, W, C]`` inputs.
+
+    Task hooks: ``task.init_variables(model, rng, dummy)`` (e.g. load pretrained
+    weights) and ``task.make_optimizer(optimizer_config, num_steps)``.
+    """
     rng = jax.random.PRNGKey(config.seed)
     init_rng, state_rng = jax.random.split(rng)
     dummy = jnp.zeros((1, *image_shape), jnp.float32)
@@ -65,6 +69,9 @@ def init_train_state(
             variables = jax.jit(lambda r, x: model.init(r, x, train=False))(init_rng, dummy)
         variables = dict(variables)
         params = variables.pop("params")
-        tx = make_optimizer(config.optimizer, config.num_train_steps)
+        # A task may build its own optimizer (e.g. transfer learning: frozen groups,
+        # per-group learning rates); otherwise the config's optimizer.
+        build_tx = getattr(task, "make_optimizer", None) or make_optimizer
+        tx = build_tx(config.optimizer, config.num_train_steps)
         state = TrainState.create(params=params, model_state=variables, tx=tx, rng=state_rng)
         return jax.tree.map(np.asarray, state)
