@@ -127,3 +127,17 @@ def test_yolo_configs_agree_with_their_models(name):
     assert out.shape == (1, grid, grid, len(task.anchors), 5 + config.model_kwargs.num_classes)
     with pytest.raises(ValueError, match="valid: 'smoke'"):
         importlib.import_module(f"configs.{name}").get_config("tiny")
+
+
+@pytest.mark.parametrize("variant, shape", [(None, (1, 8)), ("landmarks", (1, 5, 2))])
+def test_localization_configs_agree_with_their_models(variant, shape):
+    from configs import localization_shapes
+
+    config = localization_shapes.get_config(variant)
+    get_task(config.task, **config.task_kwargs)
+    model = get_model(config.model, **config.model_kwargs)
+    x = jnp.zeros((1, 64, 64, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+    assert jax.eval_shape(lambda v: model.apply(v, x), variables).shape == shape
+    with pytest.raises(ValueError, match="valid: smoke, landmarks, landmarks_smoke"):
+        localization_shapes.get_config("tiny")

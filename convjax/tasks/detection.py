@@ -3,7 +3,8 @@
 Batches (the ``shapes`` example function's layout; any dataset mapped to it works):
 ``image`` [B, H, W, C], ``boxes`` [B, N, 4] normalised ``(ymin, xmin, ymax, xmax)``
 (tfds order), ``classes`` [B, N] int, ``box_mask`` [B, N] (1 real, 0 padding); eval
-batches also carry ``mask`` [B].
+batches also carry ``mask`` [B] and may carry ``difficult`` [B, N] (objects the mAP
+ignores: VOC's difficult, COCO's crowd).
 
 The loop's eval reports the loss terms (sums over real examples). mAP is not a sum over
 examples, so :meth:`Detection.evaluate_map` runs after training (``experiments/detect.py``):
