@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from convjax.models.taps import apply_with_taps
 from convjax.tasks.base import Batch, EvalFn, LossFn, apply_model
 from convjax.tasks.registry import register_task
 
@@ -27,10 +28,17 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 @register_task("classification")
 @dataclass(frozen=True)
 class Classification:
-    """Softmax cross-entropy with optional label smoothing; accuracy and top-k."""
+    """Softmax cross-entropy with optional label smoothing; accuracy and top-k.
+
+    ``aux_outputs`` names auxiliary classifiers whose logits are added to the
+    training loss with ``aux_loss_weight`` (GoogLeNet: ``('aux1', 'aux2')`` with the
+    paper's 0.3); evaluation uses the main output only.
+    """
 
     label_smoothing: float = 0.0
     topk: Sequence[int] = (5,)
+    aux_outputs: Sequence[str] = ()
+    aux_loss_weight: float = 0.3
 
     def _loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         """Per-example cross-entropy: logits [B, K], labels [B] -> [B]."""
@@ -40,12 +48,29 @@ class Classification:
 
     def loss_fn(self, model: nn.Module) -> LossFn:
         def loss_fn(params, model_state, batch: Batch, rng):
-            logits, new_state = apply_model(
-                model, params, model_state, batch["image"], train=True, rng=rng
-            )
-            loss = self._loss(logits, batch["label"]).mean()
+            metrics = {}
+            if self.aux_outputs:
+                logits, aux, new_state = apply_with_taps(
+                    model,
+                    {"params": params, **model_state},
+                    batch["image"],
+                    tuple(self.aux_outputs),
+                    train=True,
+                    rngs={"dropout": rng},
+                    mutable=list(model_state),
+                )
+                aux_loss = sum(self._loss(aux[name], batch["label"]).mean() for name in aux)
+                metrics["aux_loss"] = aux_loss
+            else:
+                logits, new_state = apply_model(
+                    model, params, model_state, batch["image"], train=True, rng=rng
+                )
+                aux_loss = 0.0
+            main_loss = self._loss(logits, batch["label"]).mean()
+            loss = main_loss + self.aux_loss_weight * aux_loss
             accuracy = (jnp.argmax(logits, -1) == batch["label"]).mean()
-            return loss, ({"loss": loss, "accuracy": accuracy}, new_state)
+            metrics.update(loss=loss, main_loss=main_loss, accuracy=accuracy)
+            return loss, (metrics, new_state)
 
         return loss_fn
 
