@@ -249,3 +249,24 @@ def test_bad_configs_fail_before_compiling():
         T.stylize(small_config(normalization="johnson"), progress=False)
     with pytest.raises(ValueError, match="skimage:chelsea"):
         T.stylize(small_config(content="skimage:lena"), progress=False)
+
+
+def test_stylize_script_smoke_run(tmp_path):
+    """The user's command, on the smoke config: says its mode and writes the outputs."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    cmd = [
+        sys.executable,
+        os.path.join(root, "experiments", "stylize.py"),
+        f"--config={os.path.join(root, 'configs', 'style_transfer.py')}:smoke",
+        f"--workdir={tmp_path}",
+    ]
+    out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "feature network: random-weight VGG-16" in out.stdout
+    assert "style cost" in out.stdout and "lower" in out.stdout
+    for name in ("result.png", "panel.png", "cost_curves.png", "costs.json"):
+        assert (tmp_path / name).exists(), name

@@ -59,13 +59,15 @@ class StyleTransferTask:
         default_factory=lambda: {f"relu{i}_1": 0.2 for i in range(1, 6)}
     )
     content_weight: float = 1.0
-    style_weight: float = 1e4
+    style_weight: float = 10.0
     tv_weight: float = 0.0
     normalization: str = "course"
     tv_kind: str = "squared"
 
     def __post_init__(self):
         costs.check_normalization(self.normalization)
+        if self.tv_kind not in ("squared", "abs"):
+            raise ValueError(f"Unknown tv_kind {self.tv_kind!r}; valid: squared, abs")
         if not self.style_layers:
             raise ValueError("style_layers must name at least one layer, e.g. {'relu1_1': 1.0}")
 

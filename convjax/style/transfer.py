@@ -245,14 +245,19 @@ def _get(config: Mapping[str, Any], key: str, default: Any) -> Any:
 
 
 def _task_from_config(config: Mapping[str, Any]) -> StyleTransferTask:
+    defaults = StyleTransferTask()
+
+    def get(key: str) -> Any:
+        return _get(config, key, getattr(defaults, key))
+
     return StyleTransferTask(
-        content_layers=dict(_get(config, "content_layers", {"relu4_2": 1.0})),
-        style_layers=dict(_get(config, "style_layers", {f"relu{i}_1": 0.2 for i in range(1, 6)})),
-        content_weight=float(_get(config, "content_weight", 1.0)),
-        style_weight=float(_get(config, "style_weight", 1e4)),
-        tv_weight=float(_get(config, "tv_weight", 0.0)),
-        normalization=str(_get(config, "normalization", "gatys")),
-        tv_kind=str(_get(config, "tv_kind", "squared")),
+        content_layers=dict(get("content_layers")),
+        style_layers=dict(get("style_layers")),
+        content_weight=float(get("content_weight")),
+        style_weight=float(get("style_weight")),
+        tv_weight=float(get("tv_weight")),
+        normalization=str(get("normalization")),
+        tv_kind=str(get("tv_kind")),
     )
 
 
