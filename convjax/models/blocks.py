@@ -45,7 +45,9 @@ def max_pool(
     pads = []
     for size in x.shape[1:3]:
         out = pool_output_size(size, window, stride, padding, ceil_mode)
-        pads.append((padding, (out - 1) * stride + window - size - padding))
+        # Floor mode can leave trailing rows unused; clamp rather than pad negatively
+        # (negative padding breaks reduce_window's gradient on XLA:CPU).
+        pads.append((padding, max(0, (out - 1) * stride + window - size - padding)))
     return nn.max_pool(x, (window, window), strides=(stride, stride), padding=tuple(pads))
 
 
