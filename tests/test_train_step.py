@@ -89,3 +89,23 @@ def test_weight_decay_and_clipping_applied():
     updates, _ = tx.update(grads, tx.init(params), params)
     # clip: [0, 10] -> [0, 1]; decay adds 0.1 * w; sgd scales by -0.5.
     np.testing.assert_allclose(updates["w"], [-0.5 * 0.2, -0.5 * 1.0], rtol=1e-6)
+
+
+def test_lbfgs_runs_through_the_generic_step_and_solves_least_squares():
+    rs = np.random.RandomState(1)
+    x, y = rs.randn(32, 3).astype(np.float32), rs.randn(32).astype(np.float32)
+    tx = make_optimizer({"name": "lbfgs", "learning_rate": 0.5}, 50)
+    params = {"w": np.zeros(3, np.float32), "b": np.float32(0.0)}
+    strategy = get_strategy("jit")
+    state = strategy.put_state(
+        jax.tree.map(np.asarray, TrainState.create(params=params, tx=tx, rng=jax.random.PRNGKey(0)))
+    )
+    step = strategy.compile_train_step(linear_loss_fn)
+    batch = strategy.put_batch({"x": x, "y": y})
+    for _ in range(30):
+        state, _ = step(state, batch)
+    design = np.c_[x, np.ones(len(x))]
+    solution = np.linalg.lstsq(design, y, rcond=None)[0]
+    host = strategy.get_state(state).params
+    np.testing.assert_allclose(host["w"], solution[:3], atol=1e-3)
+    np.testing.assert_allclose(host["b"], solution[3], atol=1e-3)

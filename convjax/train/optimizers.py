@@ -70,7 +70,9 @@ def make_optimizer(config: Mapping[str, Any], num_steps: int) -> optax.GradientT
             return optax.adamw(learning_rate, weight_decay=weight_decay)
         if name == "rmsprop":
             return optax.rmsprop(learning_rate, momentum=momentum)
-        return optax.lbfgs(learning_rate)
+        # No line search: it needs the loss function itself, which a generic step
+        # (and a step mapped over devices) does not hand to the optimizer.
+        return optax.lbfgs(learning_rate, linesearch=None)
 
     tx = optax.inject_hyperparams(build)(learning_rate=make_schedule(config, num_steps))
     chain = []
