@@ -184,8 +184,10 @@ def test_bad_input_raises_clear_errors():
 
 @pytest.mark.parametrize("clustered", [False, True])
 def test_iou_variants_match_torchvision(clustered):
-    torch = pytest.importorskip("torch", reason="PyTorch is the optional IoU reference")
     ops = pytest.importorskip("torchvision.ops", reason="torchvision is the optional IoU reference")
+    torch = pytest.importorskip(
+        "torch", reason="PyTorch (for torchvision) is the optional IoU reference"
+    )
     rng = np.random.default_rng(7 + clustered)
     a, b = random_boxes(rng, 40, clustered), random_boxes(rng, 30, clustered)
     ta, tb = torch.tensor(a), torch.tensor(b)

@@ -176,8 +176,10 @@ def test_bad_inputs():
 
 @pytest.mark.parametrize("clustered", [False, True])
 def test_nms_matches_torchvision(clustered):
-    torch = pytest.importorskip("torch", reason="PyTorch is the optional NMS reference")
     tv = pytest.importorskip("torchvision.ops", reason="torchvision is the optional NMS reference")
+    torch = pytest.importorskip(
+        "torch", reason="PyTorch (for torchvision) is the optional NMS reference"
+    )
     rng = np.random.default_rng(11 + clustered)
     boxes = make_boxes(rng, 1000, clustered)
     scores = rng.random(1000).astype(np.float32)
