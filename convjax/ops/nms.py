@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from convjax.ops.boxes import iou
 
 SOFT_NMS_METHODS = ("linear", "gaussian")
-LEAD_TILES = 4  # the top LEAD_TILES tiles suppress all later boxes in one vectorised pass
+LEAD_TILES = 8  # the top LEAD_TILES tiles suppress all later boxes in one vectorised pass
 
 
 class NMSResult(NamedTuple):
