@@ -32,11 +32,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from convjax.data.config import default_dataset_config
+from convjax.data.config import IMAGENET_MEAN, IMAGENET_STD, default_dataset_config
 from convjax.train.transfer import BACKBONE  # importing registers the 'transfer' task
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

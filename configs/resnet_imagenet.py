@@ -23,34 +23,10 @@ from __future__ import annotations
 
 import ml_collections
 
-from convjax.data.config import default_dataset_config
+from convjax.data.config import digits_dataset, imagenet_dataset
 
 MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_TRAIN = 1_281_167
-
-
-def imagenet_dataset(imagenette: bool) -> ml_collections.ConfigDict:
-    dataset = default_dataset_config()
-    dataset.name = "imagenette/160px-v2" if imagenette else "imagenet2012"
-    dataset.eval_split = "validation"
-    dataset.image_size = (128, 128) if imagenette else (224, 224)
-    dataset.channels = 3
-    dataset.mean = IMAGENET_MEAN
-    dataset.std = IMAGENET_STD
-    dataset.augment = "random_resized_crop(scale=(0.08, 1.0)), mirror"
-    return dataset
-
-
-def smoke_dataset() -> ml_collections.ConfigDict:
-    dataset = default_dataset_config()
-    dataset.name = "sklearn_digits"
-    dataset.image_size = (64, 64)
-    dataset.channels = 3
-    dataset.mean = (0.5, 0.5, 0.5)
-    dataset.std = (0.5, 0.5, 0.5)
-    return dataset
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -95,7 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if "smoke" in parts:
         config.model_kwargs.num_classes = 10
-        config.dataset = smoke_dataset()
+        config.dataset = digits_dataset(64, channels=3)
         config.batch_size = 8
         config.eval_batch_size = 120
         config.num_train_steps = 2

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from convjax.data.config import default_dataset_config
+from convjax.data.config import digits_dataset, imagenet_dataset
 
 MODELS = tuple(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn"))
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -44,15 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model_kwargs = ml_collections.ConfigDict(
         {"num_classes": 10 if imagenette else 1000, "pool": "max", "dropout_rate": 0.5}
     )
-    dataset = default_dataset_config()
-    dataset.name = "imagenette/160px-v2" if imagenette else "imagenet2012"
-    dataset.eval_split = "validation"
-    dataset.image_size = (128, 128) if imagenette else (224, 224)
-    dataset.channels = 3
-    dataset.mean = IMAGENET_MEAN
-    dataset.std = IMAGENET_STD
-    dataset.augment = "random_resized_crop(scale=(0.08, 1.0)), mirror"
-    config.dataset = dataset
+    config.dataset = imagenet_dataset(imagenette)
     config.task = "classification"
     config.task_kwargs = ml_collections.ConfigDict({"label_smoothing": 0.0, "topk": (5,)})
     config.batch_size = 256
@@ -84,13 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model_kwargs = ml_collections.ConfigDict(
             {"num_classes": 10, "adaptive_pool_size": 1, "fc_width": 64}
         )
-        dataset = default_dataset_config()
-        dataset.name = "sklearn_digits"
-        dataset.image_size = (32, 32)
-        dataset.channels = 3
-        dataset.mean = (0.5, 0.5, 0.5)
-        dataset.std = (0.5, 0.5, 0.5)
-        config.dataset = dataset
+        config.dataset = digits_dataset(32, channels=3)
         config.batch_size = 8
         config.eval_batch_size = 120
         config.num_train_steps = 2

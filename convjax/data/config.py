@@ -77,3 +77,39 @@ def resolve_dataset_config(dataset: ml_collections.ConfigDict | dict) -> ml_coll
     given = dataset.to_dict() if isinstance(dataset, ml_collections.ConfigDict) else dict(dataset)
     # A fresh ConfigDict, so a field may change type (an augment string or a list).
     return ml_collections.ConfigDict({**default_dataset_config().to_dict(), **given})
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_dataset(
+    imagenette: bool = False,
+    *,
+    image_size: int | None = None,
+    augment: str = "random_resized_crop(scale=(0.08, 1.0)), mirror",
+) -> ml_collections.ConfigDict:
+    """ImageNet (``imagenet2012``, 224x224) or Imagenette (``imagenette/160px-v2``,
+    128x128) with the ImageNet normalisation; ``image_size`` overrides the side."""
+    dataset = default_dataset_config()
+    dataset.name = "imagenette/160px-v2" if imagenette else "imagenet2012"
+    dataset.eval_split = "validation"
+    side = image_size or (128 if imagenette else 224)
+    dataset.image_size = (side, side)
+    dataset.channels = 3
+    dataset.mean = IMAGENET_MEAN
+    dataset.std = IMAGENET_STD
+    dataset.augment = augment
+    return dataset
+
+
+def digits_dataset(image_size: int = 32, channels: int = 1) -> ml_collections.ConfigDict:
+    """The offline digits at ``image_size`` with ``channels`` (1, or 3 for RGB models),
+    normalised to [-1, 1]: what every config's ``:smoke`` variant trains on."""
+    dataset = default_dataset_config()
+    dataset.name = "sklearn_digits"
+    dataset.image_size = (image_size, image_size)
+    dataset.channels = channels
+    dataset.mean = (0.5,) * channels
+    dataset.std = (0.5,) * channels
+    return dataset
