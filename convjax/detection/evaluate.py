@@ -35,7 +35,8 @@ from convjax.detection.draw import (
 from convjax.tasks import get_task
 from convjax.tasks.detection import Detection
 from convjax.train.checkpointing import Checkpointer
-from convjax.train.loop import CHECKPOINT_DIR, build_model, init_train_state
+from convjax.train.loop import CHECKPOINT_DIR
+from convjax.train.setup import build_model, init_train_state
 
 METRICS_JSON = "detection_metrics.json"
 SAMPLES_PNG = "sample_detections.png"
