@@ -12,15 +12,22 @@ A task turns a model into two pure functions:
 
 ``params`` is whatever pytree is optimised (model weights, or an image in style
 transfer); ``model_state`` holds the non-trainable collections (``batch_stats``).
+
+Every task subclasses :class:`Task`; its optional hooks (``init_variables``,
+``make_optimizer``, ``train_iterator``, ``check_train_metrics``) have defaults.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+import abc
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
+import ml_collections
+import numpy as np
+import optax
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
@@ -29,12 +36,70 @@ LossFn = Callable[[PyTree, PyTree, Batch, jax.Array], tuple[jax.Array, tuple[Met
 EvalFn = Callable[[PyTree, PyTree, Batch], Metrics]
 
 
-class Task(Protocol):
-    """A task knows what a batch means for a model: its loss and its metrics."""
+class Task(abc.ABC):
+    """What a batch means for a model: its loss and its metrics.
 
-    def loss_fn(self, model: nn.Module) -> LossFn: ...
+    Subclasses implement :meth:`loss_fn` and :meth:`eval_fn`. The other methods are
+    hooks with working defaults that the training loop always calls; override one
+    only when a task needs something else (pretrained weights, parameter groups,
+    a special batch sampler, a host-side check of logged metrics).
+    """
 
-    def eval_fn(self, model: nn.Module) -> EvalFn: ...
+    @abc.abstractmethod
+    def loss_fn(self, model: nn.Module) -> LossFn:
+        """``loss_fn(params, model_state, batch, rng) -> (loss, (metrics, new_model_state))``."""
+
+    @abc.abstractmethod
+    def eval_fn(self, model: nn.Module) -> EvalFn:
+        """``eval_fn(params, model_state, batch) -> sums`` (masked sums, with ``'count'``)."""
+
+    def init_variables(self, model: nn.Module, rng: jax.Array, dummy: jax.Array) -> PyTree:
+        """The model's initial variables for one dummy input ``dummy: [1, H, W, C]``.
+
+        Default: ``model.init(rng, dummy, train=False)`` under ``jax.jit``. Override to
+        start from pretrained weights or to initialise on another input layout.
+        """
+        return jax.jit(lambda r, x: model.init(r, x, train=False))(rng, dummy)
+
+    def make_optimizer(
+        self,
+        optimizer_config: Mapping[str, Any],
+        num_steps: int,
+        build: Callable[[Mapping[str, Any], int], optax.GradientTransformation],
+    ) -> optax.GradientTransformation:
+        """The optimizer for a run of ``num_steps`` steps.
+
+        ``build`` is :func:`convjax.train.optimizers.make_optimizer`, handed in by the
+        caller (tasks sit below ``train``). Default: ``build(optimizer_config, num_steps)``.
+        Override for frozen groups or per-group learning rates.
+        """
+        return build(optimizer_config, num_steps)
+
+    def train_iterator(
+        self,
+        dataset_config: ml_collections.ConfigDict,
+        *,
+        global_batch_size: int,
+        seed: int,
+        start_step: int,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """This host's training batches from step ``start_step + 1`` on.
+
+        Default: :func:`convjax.data.pipeline.create_train_iterator` (shuffled
+        examples). Override for another sampler (e.g. P identities x K images).
+        """
+        from convjax.data import pipeline  # the input pipeline; only needed to train
+
+        return pipeline.create_train_iterator(
+            dataset_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step
+        )
+
+    def check_train_metrics(self, step: int, scalars: Mapping[str, float]) -> None:
+        """Sees every logged set of train metrics (host floats) on the chief host.
+
+        Default: nothing. Override to warn about task-specific failure modes.
+        """
+        del step, scalars
 
 
 def apply_model(

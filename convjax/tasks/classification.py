@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from convjax.models.taps import apply_with_taps
-from convjax.tasks.base import Batch, EvalFn, LossFn, apply_model
+from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model
 from convjax.tasks.registry import register_task
 
 
@@ -27,7 +27,7 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 @register_task("classification")
 @dataclass(frozen=True)
-class Classification:
+class Classification(Task):
     """Softmax cross-entropy with optional label smoothing; accuracy and top-k.
 
     ``aux_outputs`` names auxiliary classifiers whose logits are added to the

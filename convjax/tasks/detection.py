@@ -26,7 +26,7 @@ from convjax.detection import yolo
 from convjax.detection.metrics import coco_evaluate, coco_summary, voc_evaluate
 from convjax.losses.yolo import yolo_v1_loss, yolo_v2_loss
 from convjax.ops.boxes import convert_boxes
-from convjax.tasks.base import Batch, EvalFn, LossFn, apply_model
+from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model
 from convjax.tasks.registry import register_task
 
 # k-means (d = 1 - IoU, k = 3) anchors of the 14,989 boxes of shapes/scenes' train split:
@@ -37,7 +37,7 @@ SHAPES_ANCHORS = ((0.198, 0.198), (0.291, 0.291), (0.404, 0.404))
 
 @register_task("detection")
 @dataclass(frozen=True)
-class Detection:
+class Detection(Task):
     """YOLO detection task (``version`` 'v1' or 'v2'; v2 needs ``anchors``)."""
 
     version: str = "v2"

@@ -29,7 +29,7 @@ from convjax.losses.triplet import (
     pair_masks,
     pairwise_squared_distances,
 )
-from convjax.tasks.base import Batch, EvalFn, LossFn, apply_model
+from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model
 from convjax.tasks.registry import register_task
 
 EMBEDDING_LOSSES = ("triplet", "contrastive")
@@ -37,7 +37,7 @@ EMBEDDING_LOSSES = ("triplet", "contrastive")
 
 @register_task("embedding")
 @dataclass(frozen=True)
-class Embedding:
+class Embedding(Task):
     """``loss``: ``'triplet'`` (with ``mining`` in :data:`TRIPLET_MINING`) or
     ``'contrastive'`` (every pair of the batch). ``margin``: ``None`` for FaceNet's
     0.2 (triplet) or 1.0 (contrastive). ``images_per_identity``: K of the P x K

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from convjax.losses.localization import landmark_loss, localization_loss
 from convjax.ops.boxes import iou
-from convjax.tasks.base import Batch, EvalFn, LossFn, apply_model
+from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model
 from convjax.tasks.registry import register_task
 
 
@@ -35,7 +35,7 @@ def course_box_to_xyxy(box: jax.Array) -> jax.Array:
 
 @register_task("localization")
 @dataclass(frozen=True)
-class Localization:
+class Localization(Task):
     """The course's ``(p_c, b_x, b_y, b_h, b_w, c_1..c_n)`` output and its loss.
 
     Metrics: ``loss`` and its terms; ``object_accuracy`` (p_c right); ``accuracy`` (p_c
@@ -92,7 +92,7 @@ class Localization:
 
 @register_task("landmarks")
 @dataclass(frozen=True)
-class Landmarks:
+class Landmarks(Task):
     """Regresses the K landmarks of the first object (images without one weigh 0).
 
     Metrics: ``loss`` (mean squared distance) and ``mean_distance`` (mean Euclidean error,

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from convjax.tasks.base import Batch, EvalFn, LossFn, apply_model
+from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model
 from convjax.tasks.registry import register_task
 
 
@@ -34,7 +34,7 @@ def _check_pairs(batch: Batch) -> None:
 
 @register_task("verification")
 @dataclass(frozen=True)
-class Verification:
+class Verification(Task):
     """Sigmoid cross-entropy on same/different pair logits; accuracy at logit 0."""
 
     def _losses(self, logits: jax.Array, same: jax.Array) -> jax.Array:
