@@ -1,4 +1,4 @@
-"""Colour preservation (YUV) against scikit-image, and the image I/O and plots."""
+"""Colour preservation (YUV) against scikit-image; image conversion, file I/O and plots."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +6,9 @@ import pytest
 from PIL import Image
 from skimage.color import rgb2yuv, yuv2rgb
 
-from convjax.style import color, images
+from convjax.ops.images import to_uint8
+from convjax.runs import images
+from convjax.style import color
 
 
 def test_yuv_conversions_match_scikit_image():
@@ -50,7 +52,7 @@ def test_load_image_sizes_and_range(tmp_path):
     assert brick.shape == (20, 30, 3)
     np.testing.assert_array_equal(brick[..., 0], brick[..., 2])
     # A PNG written and read back is the same image to 8-bit precision.
-    path = images.save_png(str(tmp_path / "x.png"), chelsea)
+    path = images.save_png(chelsea, tmp_path / "x.png")
     back = images.load_image(path)
     np.testing.assert_allclose(back, chelsea, atol=0.5 / 255 + 1e-6)
     assert np.asarray(Image.open(path)).dtype == np.uint8
@@ -66,11 +68,35 @@ def test_unknown_images_name_the_choices(tmp_path):
 def test_panel_and_cost_curves_are_real_pngs(tmp_path):
     a = images.load_image("skimage:chelsea", 32)
     b = images.load_image("skimage:immunohistochemistry", 32)
-    panel = images.save_panel(str(tmp_path / "panel.png"), a, [b, b], a, title="t")
+    panel = images.save_style_panel(a, [b, b], a, tmp_path / "panel.png", title="t")
     im = np.asarray(Image.open(panel))
     assert im.shape[1] > 3 * im.shape[0]  # four images side by side
     assert im[..., :3].std() > 10  # not blank
-    curves = images.plot_cost_curves(
-        str(tmp_path / "curves.png"), [0, 1, 2], {"style": [100.0, 10.0, 1.0], "tv": [0, 1, 2]}
+    curves = images.save_cost_curves(
+        [0, 1, 2], {"style": [100.0, 10.0, 1.0], "tv": [0, 1, 2]}, tmp_path / "curves.png"
     )
     assert np.asarray(Image.open(curves)).shape[0] > 100
+
+
+def test_to_uint8_scales_stretches_and_repeats_channels():
+    x = np.array([[0.0, 0.5, 1.0], [0.25, 0.002, 0.998]], np.float32)[..., None]
+    got = to_uint8(x)
+    assert got.shape == (2, 3, 3) and got.dtype == np.uint8
+    # By the formula: round(255 x) per value, the grey repeated on R, G and B.
+    want = np.array([[0, 128, 255], [64, 1, 254]], np.uint8)
+    np.testing.assert_array_equal(got, np.repeat(want[..., None], 3, axis=-1))
+    # A mean/std-normalised image is stretched from its min..max onto 0..255.
+    normalised = np.array([[[-2.0, 0.0, 2.0]]], np.float32)
+    np.testing.assert_array_equal(to_uint8(normalised), [[[0, 128, 255]]])
+    rgb = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    np.testing.assert_array_equal(to_uint8(rgb), rgb)  # uint8 is kept
+    with pytest.raises(ValueError, match=r"\[H, W, 1\|3\]"):
+        to_uint8(np.zeros((4, 4, 2)))
+
+
+def test_save_png_writes_what_pil_reads_back(tmp_path):
+    image = np.random.default_rng(0).uniform(size=(5, 7, 3)).astype(np.float32)
+    path = images.save_png(image, tmp_path / "sub" / "y.png")  # creates the folder
+    assert path == str(tmp_path / "sub" / "y.png")
+    back = np.asarray(Image.open(path))
+    np.testing.assert_array_equal(back, np.round(image * 255).astype(np.uint8))
