@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from convjax.losses import contrastive, triplet
+from convjax.ops import distances
 
 MARGIN = 0.2
 
@@ -171,9 +172,25 @@ def test_pairwise_distances_match_numpy():
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
     want = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
-    np.testing.assert_allclose(triplet.pairwise_squared_distances(x, y), want, rtol=1e-5)
-    self_d = np.asarray(triplet.pairwise_squared_distances(x))
+    np.testing.assert_allclose(distances.pairwise_squared_distances(x, y), want, rtol=1e-5)
+    self_d = np.asarray(distances.pairwise_squared_distances(x))
     assert np.all(np.diag(self_d) == 0)
+    np.testing.assert_allclose(distances.squared_distances(x[:4], y), np.diag(want[:4]), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"x \[N, D\] and y \[M, D\]"):
+        distances.pairwise_squared_distances(x, y[:, :2])
+    with pytest.raises(ValueError, match="one shape"):
+        distances.squared_distances(x, y)
+
+
+def test_pair_masks_match_loops():
+    labels = np.array([0, 1, 0, 2, 1])
+    mask = np.array([1, 1, 1, 0, 1])
+    positive, negative = (np.asarray(m) for m in distances.pair_masks(jnp.asarray(labels), mask))
+    for i in range(5):
+        for j in range(5):
+            both = bool(mask[i] and mask[j])
+            assert positive[i, j] == (both and i != j and labels[i] == labels[j])
+            assert negative[i, j] == (both and labels[i] != labels[j])
 
 
 @pytest.mark.parametrize("seed,with_mask", CASES)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from convjax.losses.triplet import pair_masks, pairwise_squared_distances
+from convjax.ops.distances import pair_masks, pairwise_squared_distances
 
 DIAGNOSTICS = ("mean_pos_dist", "mean_neg_dist", "fraction_active", "spread")
 

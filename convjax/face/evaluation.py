@@ -24,7 +24,7 @@ import numpy as np
 
 from convjax.face import metrics, thresholds
 from convjax.face.gallery import Gallery
-from convjax.losses.triplet import pairwise_squared_distances
+from convjax.ops.distances import pairwise_squared_distances
 
 THRESHOLD_JSON = "threshold.json"
 ROC_PNG = "roc.png"

@@ -14,7 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from convjax.losses.triplet import pair_masks, pairwise_squared_distances, reduce_losses
+from convjax.losses.triplet import reduce_losses
+from convjax.ops.distances import pair_masks, pairwise_squared_distances, squared_distances
 
 CONTRASTIVE_MARGIN = 1.0
 
@@ -49,7 +50,7 @@ def contrastive_loss(
         )
     if same.shape != embeddings1.shape[:1]:
         raise ValueError(f"same must be [B] = [{embeddings1.shape[0]}]; got {tuple(same.shape)}")
-    d2 = jnp.sum(jnp.square(embeddings1 - embeddings2), axis=-1)
+    d2 = squared_distances(embeddings1, embeddings2)
     losses = contrastive_pair_losses(d2, same, margin)
     return reduce_losses(losses, jnp.ones_like(losses, bool), reduction)
 

@@ -18,7 +18,8 @@ triplets from ``embeddings [B, D]`` and ``labels [B]``:
   (Hermans et al.'s soft margin; ``margin`` is unused).
 
 An optional ``mask [B]`` (1 real, 0 padding) removes examples from every role.
-Distances are squared Euclidean, as in the formula above.
+Distances are squared Euclidean, as in the formula above
+(:mod:`convjax.ops.distances`).
 """
 
 from __future__ import annotations
@@ -26,33 +27,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from convjax.ops.distances import pair_masks, pairwise_squared_distances, squared_distances
+
 FACENET_MARGIN = 0.2
 TRIPLET_MINING = ("batch_all", "batch_hard", "semi_hard", "soft_margin")
 REDUCTIONS = ("sum", "mean", "mean_active")
-
-
-def pairwise_squared_distances(x: jax.Array, y: jax.Array | None = None) -> jax.Array:
-    """Squared Euclidean distances ``||x_i - y_j||^2``.
-
-    Args:
-      x: [N, D].
-      y: [M, D]; ``None`` for the distances among the rows of ``x`` (whose diagonal
-        is then exactly zero).
-
-    Returns:
-      [N, M], computed as a matrix product and clamped at zero.
-    """
-    same = y is None
-    y = x if same else y
-    x = x.astype(jnp.float32)
-    y = y.astype(jnp.float32)
-    sq_x = jnp.sum(x * x, axis=-1)
-    sq_y = jnp.sum(y * y, axis=-1)
-    dots = jnp.matmul(x, y.T, precision=jax.lax.Precision.HIGHEST)
-    d = jnp.maximum(sq_x[:, None] + sq_y[None, :] - 2.0 * dots, 0.0)
-    if same:
-        d = d * (1.0 - jnp.eye(d.shape[0], dtype=d.dtype))
-    return d
 
 
 def reduce_losses(losses: jax.Array, valid: jax.Array, reduction: str) -> jax.Array:
@@ -81,21 +60,6 @@ def _check(embeddings: jax.Array, labels: jax.Array, mask: jax.Array | None) -> 
         raise ValueError(f"mask must be [B] like labels {tuple(labels.shape)}; got {mask.shape}")
 
 
-def pair_masks(labels: jax.Array, mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """Positive and negative pair masks ``[B, B]`` from ``labels [B]``.
-
-    ``positive[i, j]``: i != j, same label, both real; ``negative[i, j]``: different
-    labels, both real.
-    """
-    b = labels.shape[0]
-    real = jnp.ones((b,), bool) if mask is None else mask.astype(bool)
-    both = real[:, None] & real[None, :]
-    same = labels[:, None] == labels[None, :]
-    positive = same & both & ~jnp.eye(b, dtype=bool)
-    negative = ~same & both
-    return positive, negative
-
-
 def triplet_loss(
     anchor: jax.Array,
     positive: jax.Array,
@@ -112,8 +76,8 @@ def triplet_loss(
             "anchor, positive and negative must all be [T, D]; got "
             f"{tuple(anchor.shape)}, {tuple(positive.shape)}, {tuple(negative.shape)}"
         )
-    d_ap = jnp.sum(jnp.square(anchor - positive), axis=-1)
-    d_an = jnp.sum(jnp.square(anchor - negative), axis=-1)
+    d_ap = squared_distances(anchor, positive)
+    d_an = squared_distances(anchor, negative)
     losses = jnp.maximum(d_ap - d_an + margin, 0.0)
     return reduce_losses(losses, jnp.ones_like(losses, bool), reduction)
 

@@ -22,13 +22,8 @@ import jax.numpy as jnp
 
 from convjax.face.diagnostics import embedding_diagnostics, warn_if_collapsed
 from convjax.losses.contrastive import CONTRASTIVE_MARGIN, batch_contrastive_loss
-from convjax.losses.triplet import (
-    FACENET_MARGIN,
-    TRIPLET_MINING,
-    mined_triplet_loss,
-    pair_masks,
-    pairwise_squared_distances,
-)
+from convjax.losses.triplet import FACENET_MARGIN, TRIPLET_MINING, mined_triplet_loss
+from convjax.ops.distances import pair_masks, pairwise_squared_distances
 from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model
 from convjax.tasks.registry import register_task
 
