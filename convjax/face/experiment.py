@@ -26,7 +26,8 @@ import optax
 
 import convjax.data.identities  # noqa: F401  (registers the `identities` builder)
 from convjax.data import pipeline
-from convjax.face import evaluation, metrics, sampler
+from convjax.data import samplers as sampler
+from convjax.face import evaluation, metrics
 from convjax.face.gallery import Gallery, Identification
 from convjax.face.thresholds import VerificationThreshold
 from convjax.models import get_model

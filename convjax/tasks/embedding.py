@@ -15,10 +15,13 @@ identity), ``loss`` (batch-hard hinge per anchor), ``count``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
 from convjax.face.diagnostics import embedding_diagnostics, warn_if_collapsed
 from convjax.losses.contrastive import CONTRASTIVE_MARGIN, batch_contrastive_loss
@@ -104,13 +107,24 @@ class Embedding(Task):
 
         return eval_fn
 
-    def train_iterator(self, dataset, **kwargs):
-        """P x K batches (:func:`convjax.face.sampler.create_pk_train_iterator`); takes
+    def train_iterator(
+        self,
+        dataset_config: ml_collections.ConfigDict,
+        *,
+        global_batch_size: int,
+        seed: int,
+        start_step: int,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """P x K batches (:func:`convjax.data.samplers.create_pk_train_iterator`); takes
         the arguments of ``convjax.data.pipeline.create_train_iterator``."""
-        from convjax.face import sampler  # the input pipeline; only needed to train
+        from convjax.data import samplers  # the input pipeline; only needed to train
 
-        return sampler.create_pk_train_iterator(
-            dataset, images_per_identity=self.images_per_identity, **kwargs
+        return samplers.create_pk_train_iterator(
+            dataset_config,
+            global_batch_size=global_batch_size,
+            seed=seed,
+            start_step=start_step,
+            images_per_identity=self.images_per_identity,
         )
 
     def check_train_metrics(self, step: int, scalars: dict[str, float]) -> bool:

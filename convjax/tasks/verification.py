@@ -10,11 +10,14 @@ is chosen on validation pairs (:mod:`convjax.face.thresholds`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 import optax
 
 from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model
@@ -72,9 +75,18 @@ class Verification(Task):
 
         return eval_fn
 
-    def train_iterator(self, dataset, **kwargs):
+    def train_iterator(
+        self,
+        dataset_config: ml_collections.ConfigDict,
+        *,
+        global_batch_size: int,
+        seed: int,
+        start_step: int,
+    ) -> Iterator[dict[str, np.ndarray]]:
         """Half-same, half-different image pairs
-        (:func:`convjax.face.sampler.create_pair_train_iterator`)."""
-        from convjax.face import sampler  # the input pipeline; only needed to train
+        (:func:`convjax.data.samplers.create_pair_train_iterator`)."""
+        from convjax.data import samplers  # the input pipeline; only needed to train
 
-        return sampler.create_pair_train_iterator(dataset, **kwargs)
+        return samplers.create_pair_train_iterator(
+            dataset_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step
+        )

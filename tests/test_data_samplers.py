@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from convjax.face import sampler
+from convjax.data import samplers
 
 # 7 identities with 1..7 images each (identity 0 has a single image: never drawn).
 LABELS = np.repeat(np.arange(7), np.arange(1, 8))[np.random.default_rng(0).permutation(28)]
 
 
 def test_pk_batches_are_identity_balanced_and_identity_major():
-    s = sampler.PKSampler(LABELS, identities_per_batch=4, images_per_identity=3, seed=1)
+    s = samplers.PKSampler(LABELS, identities_per_batch=4, images_per_identity=3, seed=1)
     for step in range(20):
         index = s.batch_indices(step)
         groups = LABELS[index].reshape(4, 3)
@@ -24,7 +24,7 @@ def test_pk_batches_are_identity_balanced_and_identity_major():
 
 def test_identity_with_fewer_than_k_images_repeats_images():
     labels = np.array([0, 0, 1, 1, 1, 1])
-    s = sampler.PKSampler(labels, identities_per_batch=2, images_per_identity=4, seed=0)
+    s = samplers.PKSampler(labels, identities_per_batch=2, images_per_identity=4, seed=0)
     index = s.batch_indices(0).reshape(2, 4)
     for row in index:
         assert len(set(labels[row])) == 1
@@ -32,15 +32,15 @@ def test_identity_with_fewer_than_k_images_repeats_images():
 
 
 def test_pk_sampling_is_a_function_of_seed_and_step():
-    a = sampler.PKSampler(LABELS, 3, 2, seed=5)
-    b = sampler.PKSampler(LABELS, 3, 2, seed=5)
-    c = sampler.PKSampler(LABELS, 3, 2, seed=6)
+    a = samplers.PKSampler(LABELS, 3, 2, seed=5)
+    b = samplers.PKSampler(LABELS, 3, 2, seed=5)
+    c = samplers.PKSampler(LABELS, 3, 2, seed=6)
     np.testing.assert_array_equal(a.batch_indices(11), b.batch_indices(11))
     assert any(not np.array_equal(a.batch_indices(s), c.batch_indices(s)) for s in range(5))
 
 
 def test_pairs_are_half_same_half_different():
-    s = sampler.PairSampler(LABELS, seed=3)
+    s = samplers.PairSampler(LABELS, seed=3)
     first, second, same = s.pair_indices(step=2, num_pairs=200)
     assert same.sum() == 100
     np.testing.assert_array_equal(LABELS[first] == LABELS[second], same == 1)
@@ -49,9 +49,9 @@ def test_pairs_are_half_same_half_different():
 
 def test_bad_sampler_arguments_are_clear_value_errors():
     with pytest.raises(ValueError, match="only 6 identities"):
-        sampler.PKSampler(LABELS, identities_per_batch=7, images_per_identity=2, seed=0)
+        samplers.PKSampler(LABELS, identities_per_batch=7, images_per_identity=2, seed=0)
     with pytest.raises(ValueError, match="P and K"):
-        sampler.PKSampler(LABELS, identities_per_batch=0, images_per_identity=2, seed=0)
+        samplers.PKSampler(LABELS, identities_per_batch=0, images_per_identity=2, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +63,15 @@ def faces_small(tmp_path_factory):
 
 def test_pk_iterator_resumes_and_shards_over_hosts(faces_small):
     kwargs = dict(global_batch_size=16, seed=0, images_per_identity=4)
-    full = sampler.create_pk_train_iterator(faces_small, **kwargs)
+    full = samplers.create_pk_train_iterator(faces_small, **kwargs)
     batches = [next(full) for _ in range(3)]
     assert batches[0]["image"].shape == (16, 32, 32, 3)
     assert batches[0]["image"].dtype == np.float32
-    resumed = next(sampler.create_pk_train_iterator(faces_small, start_step=2, **kwargs))
+    resumed = next(samplers.create_pk_train_iterator(faces_small, start_step=2, **kwargs))
     np.testing.assert_array_equal(resumed["image"], batches[2]["image"])
     hosts = [
         next(
-            sampler.create_pk_train_iterator(
+            samplers.create_pk_train_iterator(
                 faces_small, process_index=h, process_count=2, **kwargs
             )
         )
@@ -80,7 +80,7 @@ def test_pk_iterator_resumes_and_shards_over_hosts(faces_small):
     np.testing.assert_array_equal(np.concatenate([h["label"] for h in hosts]), batches[0]["label"])
     for h in hosts:  # each host holds whole identities: 2 x 4 images
         assert np.all(h["label"].reshape(2, 4) == h["label"].reshape(2, 4)[:, :1])
-    pairs = next(sampler.create_pair_train_iterator(faces_small, global_batch_size=6, seed=0))
+    pairs = next(samplers.create_pair_train_iterator(faces_small, global_batch_size=6, seed=0))
     assert pairs["image"].shape == (6, 2, 32, 32, 3)
     np.testing.assert_array_equal(pairs["same"], [1, 0, 1, 0, 1, 0])
 
@@ -94,14 +94,14 @@ def test_identity_split_makes_disjoint_identities_from_one_split(faces_small):
         "test": (8, 10),
     }
     dataset = {**faces_small, "identity_split": spec}
-    parts = {s: sampler.load_split(dataset, s)["label"] for s in ("train", "validation", "test")}
-    everything = sampler.load_split(faces_small, "train")["label"]
+    parts = {s: samplers.load_split(dataset, s)["label"] for s in ("train", "validation", "test")}
+    everything = samplers.load_split(faces_small, "train")["label"]
     assert sum(len(p) for p in parts.values()) == len(everything)
     ids = {s: set(p.tolist()) for s, p in parts.items()}
     assert not ids["train"] & ids["validation"] and not ids["train"] & ids["test"]
     assert not ids["validation"] & ids["test"] and all(ids.values())
     for split, (lo, hi) in [(s, spec[s]) for s in parts]:
-        buckets = sampler.identity_bucket(parts[split], 10)
+        buckets = samplers.identity_bucket(parts[split], 10)
         assert np.all((buckets >= lo) & (buckets < hi))
 
 
