@@ -104,3 +104,31 @@ def test_bad_input_is_a_clear_value_error():
         g.identify(np.zeros((2, 5)))
     with pytest.raises(ValueError, match=r"k must be in \[1, 2\]"):
         g.identify(np.zeros((2, 8)), k=3)
+
+
+def test_non_finite_embeddings_are_refused_at_enrolment_query_and_load(tmp_path):
+    """One NaN enrolled row would be every query's match (or make every query unknown)."""
+    rng = np.random.default_rng(4)
+    people = unit(rng.normal(size=(4, 8)))
+    g = Gallery(8, threshold=0.5)
+    g.enroll(["a", "b", "c", "d"], people)
+    poisoned = people.copy()
+    poisoned[1, 3] = np.nan
+    with pytest.raises(ValueError, match=r"enrolled embeddings contain NaN or inf .*1 \('f'\)"):
+        g.enroll(["e", "f"], poisoned[:2])
+    with pytest.raises(ValueError, match=r"rows 0 \('x'\)"):
+        g.enroll("x", np.full(8, np.inf, np.float32))
+    with pytest.raises(ValueError, match=r"contain NaN or inf"):  # overflows float32
+        g.enroll("y", np.full(8, 1e39))
+    assert g.names == ["a", "b", "c", "d"] and g.num_embeddings == 4  # nothing enrolled
+    with pytest.raises(ValueError, match=r"query embeddings contain NaN or inf .*rows 2\b"):
+        g.identify(np.concatenate([people[:2], poisoned[1:2]]))
+    assert g.identify(people).names == ["a", "b", "c", "d"]  # the gallery still answers
+
+    path = str(tmp_path / "gallery.npz")
+    g.embeddings[2, 0, 0] = np.nan  # a file written by an older version, or edited
+    g.save(path)
+    with pytest.raises(ValueError, match=r"gallery.npz: enrolled embeddings contain NaN"):
+        Gallery.load(path)
+    with pytest.raises(ValueError, match="threshold must be a number"):
+        Gallery(8, threshold=float("nan"))

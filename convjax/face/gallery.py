@@ -86,6 +86,20 @@ class Identification:
     known: np.ndarray
 
 
+def _check_finite(embeddings: np.ndarray, what: str, names: Sequence[str] | None = None) -> None:
+    """Refuses NaN/inf rows: embeddings [N, D] (one such row would match, or be nearest to,
+    nothing and everything; it poisons every search)."""
+    bad = np.flatnonzero(~np.all(np.isfinite(embeddings), axis=-1))
+    if bad.size:
+        rows = ", ".join(
+            f"{i} ({names[i]!r})" if names is not None else str(i) for i in bad[:5]
+        ) + (f" and {bad.size - 5} more" if bad.size > 5 else "")
+        raise ValueError(
+            f"{what} contain NaN or inf values (rows {rows}); "
+            "check the model's outputs (a diverged checkpoint?) and the input images."
+        )
+
+
 def _pack(identity: np.ndarray, embeddings: np.ndarray, num_ids: int):
     """Groups rows by identity: identity [N], embeddings [N, D] -> [I, M, D], counts [I]."""
     counts = np.bincount(identity, minlength=num_ids)
@@ -111,6 +125,8 @@ class Gallery:
         threshold: float | None = None,
         metadata: dict | None = None,
     ):
+        if threshold is not None and math.isnan(threshold):
+            raise ValueError("threshold must be a number (a squared distance) or None; got nan")
         self.dim = int(dim)
         self.threshold = threshold
         self.metadata = dict(metadata or {})
@@ -130,8 +146,10 @@ class Gallery:
 
     def enroll(self, names: str | Sequence[str], embeddings) -> None:
         """Adds embeddings [N, D] (or one [D]) under ``names`` ([N], or one name for
-        all of them). A name already enrolled gets the new images added."""
-        embeddings = np.asarray(embeddings, np.float32)
+        all of them). A name already enrolled gets the new images added. Embeddings
+        with NaN or inf values are refused (``ValueError``): nothing is enrolled."""
+        with np.errstate(over="ignore"):  # values beyond float32 become inf: refused below
+            embeddings = np.asarray(embeddings, np.float32)
         if embeddings.ndim == 1:
             embeddings = embeddings[None]
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
@@ -143,6 +161,7 @@ class Gallery:
             raise ValueError(f"{len(names)} names for {len(embeddings)} embeddings")
         if not all(isinstance(n, str) and n for n in names):
             raise ValueError("names must be non-empty strings")
+        _check_finite(embeddings, "enrolled embeddings", names)
         index = {name: i for i, name in enumerate(self.names)}
         for name in dict.fromkeys(names):
             if name not in index:
@@ -164,12 +183,16 @@ class Gallery:
         return self._device
 
     def search(self, queries, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """queries [Q, D] -> (distances [Q, k], identity indices [Q, k]) as numpy."""
-        queries = np.asarray(queries, np.float32)
+        """queries [Q, D] -> (distances [Q, k], identity indices [Q, k]) as numpy.
+
+        Queries with NaN or inf values are refused (``ValueError``)."""
+        with np.errstate(over="ignore"):  # values beyond float32 become inf: refused below
+            queries = np.asarray(queries, np.float32)
         if queries.ndim == 1:
             queries = queries[None]
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must be [Q, {self.dim}]; got {queries.shape}")
+        _check_finite(queries, "query embeddings")
         if not 1 <= k <= self.num_identities:
             raise ValueError(
                 f"k must be in [1, {self.num_identities}] (the enrolled identities); got {k}"
@@ -216,4 +239,6 @@ class Gallery:
             gallery.names = [str(n) for n in data["names"]]
             gallery.embeddings = np.asarray(data["embeddings"], np.float32)
             gallery.counts = np.asarray(data["counts"], np.int64)
+        valid = np.arange(gallery.embeddings.shape[1])[None, :] < gallery.counts[:, None]
+        _check_finite(gallery.embeddings[valid], f"{path}: enrolled embeddings")
         return gallery

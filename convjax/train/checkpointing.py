@@ -4,11 +4,22 @@ Checkpoints hold host (numpy) copies of the state, so they restore on any device
 count and strategy. Orbax writes each step to a temporary directory and renames it
 when complete: a run killed mid-save leaves the previous checkpoint intact, and
 an unfinished one is never restored. Nothing is loaded through pickle.
+
+A checkpoint that cannot be read (a truncated array file, a damaged ``manifest.ocdbt``
+or ``_METADATA``, a missing ``_METADATA``, an empty step directory) is never deleted:
+:meth:`Checkpointer.restore` moves it to ``<checkpoints>/corrupt/<step>-<reason>``,
+prints one line naming the step and the reason, and falls back to the newest
+readable checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import glob
+import json
+import numbers
 import os
+import sys
 from typing import Any
 
 import jax
@@ -16,13 +27,95 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 PyTree = Any
+CORRUPT_DIR = "corrupt"  # unreadable checkpoints are moved here (outside orbax's view)
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint step that exists on disk but cannot be read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SetAside:
+    """An unreadable checkpoint that :meth:`Checkpointer.restore` moved out of the way."""
+
+    step: int
+    reason: str
+    moved_to: str | None  # None on hosts other than the first, which do not move files
+
+
+def check_keep(keep: int | None) -> int | None:
+    """Validates the ``keep_checkpoints`` config field: an integer >= 1, or None (keep all)."""
+    if keep is None:
+        return None
+    if isinstance(keep, bool) or not isinstance(keep, numbers.Integral) or keep < 1:
+        raise ValueError(
+            f"keep_checkpoints must be an integer >= 1 (how many of the newest checkpoints "
+            f"to keep) or None (keep all); got {keep!r}"
+        )
+    return int(keep)
+
+
+class CheckpointMismatchError(ValueError):
+    """A readable checkpoint whose arrays differ in names or shapes from the restore target."""
+
+
+def _path(key_path) -> str:
+    parts = []
+    for key in key_path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def _tree_diff(saved: PyTree, target: PyTree, limit: int = 4) -> str:
+    """A short description of the arrays that differ (names missing on a side, shapes)."""
+    have = {_path(p): np.shape(x) for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]}
+    want = {_path(p): np.shape(x) for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
+    lines = [f"{k} not in the checkpoint" for k in want if k not in have]
+    lines += [f"{k} only in the checkpoint" for k in have if k not in want]
+    lines += [
+        f"{k} saved {list(have[k])}, expected {list(want[k])}"
+        for k in want
+        if k in have and have[k] != want[k]
+    ]
+    more = f" (and {len(lines) - limit} more)" if len(lines) > limit else ""
+    return "; ".join(lines[:limit]) + more
+
+
+class _Unreadable(Exception):
+    def __init__(self, slug: str, reason: str):
+        super().__init__(reason)
+        self.slug, self.reason = slug, reason
+
+
+def _summary(error: BaseException, step_dir: str, limit: int = 240) -> str:
+    """One line: the error's type and message, paths relative to the step directory, and
+    when too long its start (the status) and its end (the innermost cause)."""
+    text = str(error).split(" [tensorstore_spec=")[0]
+    text = " ".join(text.split()).replace(step_dir + os.sep, "")
+    line = f"{type(error).__name__}: {text}"
+    if len(line) <= limit:
+        return line
+    head = line[: line.index(":", len(type(error).__name__) + 2) + 1]
+    return f"{head} ... {line[-(limit - len(head) - 5) :]}"
 
 
 class Checkpointer:
-    """Saves every ``N`` steps (the caller decides), keeps the newest ``keep``."""
+    """Saves every ``N`` steps (the caller decides), keeps the newest ``keep``.
 
-    def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
+    ``keep`` is the config's ``keep_checkpoints``: an integer >= 1, or ``None`` to keep
+    every checkpoint. ``set_aside`` lists the unreadable checkpoints that
+    :meth:`restore` moved out of the way.
+    """
+
+    def __init__(self, directory: str, *, keep: int | None = 3, async_save: bool = True):
+        keep = check_keep(keep)
         self.directory = os.path.abspath(directory)
+        self.set_aside: list[SetAside] = []
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -36,6 +129,9 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
     def save(self, step: int, items: PyTree, *, force: bool = False) -> None:
         """Saves ``items`` (a pytree of host arrays) as ``step``; asynchronous."""
         if step in self.manager.all_steps():
@@ -43,16 +139,100 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.StandardSave(items), force=force)
 
     def restore(self, target: PyTree, step: int | None = None) -> PyTree | None:
-        """Restores ``step`` (default: latest) shaped like ``target`` as numpy arrays.
+        """Restores ``step`` (default: the newest readable one) shaped like ``target``.
 
-        Returns ``None`` when there is no checkpoint yet.
+        Returns numpy arrays, or ``None`` when there is no readable checkpoint. Without
+        ``step``, an unreadable checkpoint is moved to ``corrupt/<step>-<reason>`` (one
+        line on stderr says which step and why) and the next older one is tried. An
+        explicit ``step`` that cannot be read raises :class:`CorruptCheckpointError`.
+        A readable checkpoint whose array names or shapes differ from ``target`` raises
+        :class:`CheckpointMismatchError` listing them (nothing is moved).
         """
-        step = self.latest_step() if step is None else step
-        if step is None:
-            return None
         abstract = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), target)
-        restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        return jax.tree.map(np.asarray, restored)
+        available = sorted(self.manager.all_steps(), reverse=True)
+        if step is not None and step not in available:
+            raise ValueError(
+                f"no checkpoint step {step} in {self.directory}; available: {available[::-1]}"
+            )
+        for candidate in available if step is None else [step]:
+            try:
+                return self._restore_step(candidate, abstract)
+            except _Unreadable as bad:
+                if step is not None:
+                    raise CorruptCheckpointError(
+                        f"checkpoint step {step} in {self.directory} cannot be read: {bad.reason}"
+                    ) from None
+                self._set_aside(candidate, bad.slug, bad.reason)
+        return None
+
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    def _check_files(self, step: int) -> None:
+        """Raises :class:`_Unreadable` for damage visible without reading the arrays."""
+        path = self._step_dir(step)
+        if not os.listdir(path):
+            raise _Unreadable("empty", "empty step directory")
+        metadata = glob.glob(os.path.join(path, "*", "_METADATA"))
+        if not metadata:
+            raise _Unreadable("missing-metadata", "missing _METADATA (the tree of saved arrays)")
+        for file in metadata:
+            try:
+                with open(file, "rb") as f:
+                    json.load(f)
+            except (OSError, ValueError) as error:
+                where = os.path.relpath(file, path)
+                raise _Unreadable("bad-metadata", f"{where} is not valid JSON: {error}") from None
+
+    def _restore_step(self, step: int, abstract: PyTree) -> PyTree:
+        self._check_files(step)
+        try:
+            restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as error:
+            try:  # Unreadable files, or files that do not match the target?
+                saved = self.manager.restore(step, args=ocp.args.StandardRestore())
+            except Exception as read_error:  # noqa: BLE001 -- any failure to read
+                reason = _summary(read_error, self._step_dir(step))
+                raise _Unreadable("unreadable", reason) from None
+            self._check_matches(step, saved, abstract, error)
+            raise
+        restored = jax.tree.map(np.asarray, restored)
+        self._check_matches(step, restored, abstract)
+        return restored
+
+    def _check_matches(
+        self, step: int, saved: PyTree, target: PyTree, cause: BaseException | None = None
+    ) -> None:
+        diff = _tree_diff(saved, target)
+        if diff:
+            raise CheckpointMismatchError(
+                f"checkpoint step {step} in {self.directory} does not match the state being "
+                f"restored (a different model or optimizer?): {diff}"
+            ) from cause
+
+    def _set_aside(self, step: int, slug: str, reason: str) -> None:
+        """Moves ``step`` to ``corrupt/<step>-<slug>`` (first host only) and says so."""
+        moved_to = None
+        if jax.process_index() == 0:
+            base = os.path.join(self.directory, CORRUPT_DIR, f"{step}-{slug}")
+            moved_to, n = base, 1
+            while os.path.exists(moved_to):
+                n += 1
+                moved_to = f"{base}.{n}"
+            os.makedirs(os.path.dirname(moved_to), exist_ok=True)
+            try:
+                os.rename(self._step_dir(step), moved_to)
+            except FileNotFoundError:
+                moved_to = None  # another process moved it first
+        self.manager.reload()
+        self.set_aside.append(SetAside(step, reason, moved_to))
+        where = f"moved to {moved_to}" if moved_to else "left in place"
+        print(
+            f"Checkpoint step {step} is unreadable ({reason}); {where}; "
+            "trying the previous checkpoint.",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are on disk."""
