@@ -163,6 +163,49 @@ def _coco_match_image(
     return matched, ignored
 
 
+def _rank_within_class(classes: jax.Array, valid: jax.Array) -> jax.Array:
+    """Per image, the rank [I, D] of each detection among the earlier valid detections
+    of its class (detections already sorted by score)."""
+    same = (classes[:, :, None] == classes[:, None, :]) & valid[:, None, :]
+    earlier = jnp.tril(jnp.ones(same.shape[1:], bool), k=-1)
+    return jnp.sum(same & earlier, axis=-1)
+
+
+def _coco_class_curves(
+    k: jax.Array,
+    flat: dict[str, jax.Array],
+    gt_classes: jax.Array,
+    gt_valid: jax.Array,
+    gt_ignored: jax.Array,
+    max_dets: tuple[int, ...],
+    num_recall_points: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Class ``k``'s interpolated precision [M, T, A, R] and recall [M, T, A] (-1 without
+    ground truth), from the detections of every image in global score order:
+    ``flat`` holds classes, include, rank [N] and matched, ignored [T, A, N]."""
+    steps, bump = _threshold_keys(np.linspace(0.0, 1.0, num_recall_points), num_recall_points - 1)
+    max_dets_arr = jnp.asarray(max_dets, jnp.int32)
+    selected = flat["include"] & (flat["classes"] == k)
+    selected = selected[None, :] & (flat["rank"][None, :] < max_dets_arr[:, None])  # [M, N]
+    selected = selected[:, None, None, :]
+    matched, ignored = flat["matched"], flat["ignored"]
+    tp = jnp.cumsum(selected & matched & ~ignored, axis=-1, dtype=jnp.int32)
+    fp = jnp.cumsum(selected & ~matched & ~ignored, axis=-1, dtype=jnp.int32)
+    n_pos = jnp.sum(
+        (gt_classes == k)[:, None, :] & gt_valid[:, None, :] & ~gt_ignored, axis=(0, 2)
+    ).astype(jnp.int32)  # [A]
+    n_pos_b = jnp.broadcast_to(n_pos[None, None, :], tp.shape[:-1])  # [M, T, A]
+    total = tp + fp
+    precision = jnp.where(total > 0, tp / jnp.maximum(total, 1), 0.0)
+    envelope = jax.lax.cummax(precision, axis=precision.ndim - 1, reverse=True)
+    envelope = jnp.concatenate([envelope, jnp.zeros(envelope.shape[:-1] + (1,))], -1)
+    idx = _first_reaching(tp, n_pos_b, steps, bump, num_recall_points - 1)
+    sampled = jnp.take_along_axis(envelope, idx, axis=-1)  # [M, T, A, R]
+    recall = tp[..., -1] / jnp.maximum(n_pos_b, 1)
+    has_gt = n_pos_b > 0
+    return jnp.where(has_gt[..., None], sampled, -1.0), jnp.where(has_gt, recall, -1.0)
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -196,10 +239,7 @@ def _coco_evaluate(
     _, (scores, valid, boxes, classes) = _sorted_by_score(
         det_scores, det_valid, det_boxes, det_classes
     )
-    # Rank of each detection among the valid ones of its class in its image.
-    same = (classes[:, :, None] == classes[:, None, :]) & valid[:, None, :]
-    earlier = jnp.tril(jnp.ones(same.shape[1:], bool), k=-1)
-    rank = jnp.sum(same & earlier, axis=-1)  # [I, D]
+    rank = _rank_within_class(classes, valid)  # [I, D]
     include = valid & (rank < max(max_dets))
     gt_ignored = (
         gt_ignore[:, None, :]
@@ -218,36 +258,21 @@ def _coco_evaluate(
         area_lo,
         area_hi,
     )  # [I, D, T, A]
-
     order = _global_order(scores, include)
-    flat = lambda a: a.reshape((-1,) + a.shape[2:])[order]
-    f_classes, f_include, f_rank = flat(classes), flat(include), flat(rank)
-    f_matched = jnp.moveaxis(flat(matched), 0, -1)  # [T, A, N]
-    f_ignored = jnp.moveaxis(flat(ignored), 0, -1)
-    max_dets_arr = jnp.asarray(max_dets, jnp.int32)
-    steps, bump = _threshold_keys(np.linspace(0.0, 1.0, num_recall_points), num_recall_points - 1)
-
-    def per_class(k):
-        selected = f_include & (f_classes == k)
-        selected = selected[None, :] & (f_rank[None, :] < max_dets_arr[:, None])  # [M, N]
-        selected = selected[:, None, None, :]
-        tp = jnp.cumsum(selected & f_matched & ~f_ignored, axis=-1, dtype=jnp.int32)
-        fp = jnp.cumsum(selected & ~f_matched & ~f_ignored, axis=-1, dtype=jnp.int32)
-        n_pos = jnp.sum(
-            (gt_classes == k)[:, None, :] & gt_valid[:, None, :] & ~gt_ignored, axis=(0, 2)
-        ).astype(jnp.int32)  # [A]
-        n_pos_b = jnp.broadcast_to(n_pos[None, None, :], tp.shape[:-1])  # [M, T, A]
-        total = tp + fp
-        precision = jnp.where(total > 0, tp / jnp.maximum(total, 1), 0.0)
-        envelope = jax.lax.cummax(precision, axis=precision.ndim - 1, reverse=True)
-        envelope = jnp.concatenate([envelope, jnp.zeros(envelope.shape[:-1] + (1,))], -1)
-        idx = _first_reaching(tp, n_pos_b, steps, bump, num_recall_points - 1)
-        sampled = jnp.take_along_axis(envelope, idx, axis=-1)  # [M, T, A, R]
-        recall = tp[..., -1] / jnp.maximum(n_pos_b, 1)
-        has_gt = n_pos_b > 0
-        return (jnp.where(has_gt[..., None], sampled, -1.0), jnp.where(has_gt, recall, -1.0))
-
-    precision, recall = jax.lax.map(per_class, jnp.arange(num_classes))  # [K, M, T, A, (R)]
+    flatten = lambda a: a.reshape((-1,) + a.shape[2:])[order]
+    flat = {
+        "classes": flatten(classes),
+        "include": flatten(include),
+        "rank": flatten(rank),
+        "matched": jnp.moveaxis(flatten(matched), 0, -1),  # [T, A, N]
+        "ignored": jnp.moveaxis(flatten(ignored), 0, -1),
+    }
+    precision, recall = jax.lax.map(
+        lambda k: _coco_class_curves(
+            k, flat, gt_classes, gt_valid, gt_ignored, max_dets, num_recall_points
+        ),
+        jnp.arange(num_classes),
+    )  # [K, M, T, A, (R)]
     # pycocotools' layout: precision [T, R, K, A, M], recall [T, K, A, M].
     return {
         "precision": jnp.transpose(precision, (2, 4, 0, 3, 1)),
