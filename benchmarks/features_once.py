@@ -26,17 +26,13 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from convjax.models import get_model
+from convjax.models.transfer import BACKBONE, LinearHead, compute_head_inputs
+from convjax.runs.linear_probe import make_epoch_fn
 from convjax.tasks import get_task
+from convjax.tasks.transfer import TransferTask
 from convjax.train.optimizers import make_optimizer
 from convjax.train.state import TrainState
 from convjax.train.step import make_train_step
-from convjax.train.transfer import (
-    BACKBONE,
-    LinearHead,
-    TransferTask,
-    compute_head_inputs,
-    make_epoch_fn,
-)
 
 OPTIMIZER = {"name": "adam", "learning_rate": 1e-3}
 
@@ -80,7 +76,7 @@ def main() -> None:
     state = TrainState.create(
         params=params,
         model_state=variables,
-        tx=task.make_optimizer(OPTIMIZER, steps),
+        tx=task.make_optimizer(OPTIMIZER, steps, make_optimizer),
         rng=jax.random.PRNGKey(0),
     )
     epoch = make_epoch_fn(make_train_step(task.loss_fn(model)), len(images), args.batch)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import ml_collections
 
 from convjax.data.config import IMAGENET_MEAN, IMAGENET_STD, default_dataset_config
-from convjax.train.transfer import BACKBONE  # importing registers the 'transfer' task
+from convjax.models.transfer import BACKBONE
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

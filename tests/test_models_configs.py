@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from convjax.models import get_model, list_models
-from convjax.train.transfer import flat_paths, load_checkpoint_variables
+from convjax.models.pretrained import load_checkpoint_variables
+from convjax.models.transfer import flat_paths
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 

@@ -7,23 +7,22 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from convjax.models.pretrained import load_pretrained
 from convjax.models.resnet import ResNet
 from convjax.models.taps import extract_features
-from convjax.tasks import get_task
-from convjax.train import transfer
-from convjax.train.checkpointing import Checkpointer
-from convjax.train.state import TrainState
-from convjax.train.step import make_train_step
-from convjax.train.transfer import (
+from convjax.models.transfer import (
     BACKBONE,
-    TransferTask,
     compute_head_inputs,
-    fit_head,
     flat_paths,
     frozen_batch_norm,
-    label_params,
-    load_pretrained,
 )
+from convjax.runs.linear_probe import fit_head
+from convjax.tasks import get_task
+from convjax.tasks.transfer import TransferTask, label_params
+from convjax.train.checkpointing import Checkpointer
+from convjax.train.optimizers import make_optimizer
+from convjax.train.state import TrainState
+from convjax.train.step import make_train_step
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,7 +51,7 @@ def init(model, seed=0):
 def run_steps(task, model, variables, batch, optimizer, steps=3):
     variables = dict(variables)
     params = variables.pop("params")
-    tx = task.make_optimizer(optimizer, 100)
+    tx = task.make_optimizer(optimizer, 100, make_optimizer)
     state = TrainState.create(
         params=params, model_state=variables, tx=tx, rng=jax.random.PRNGKey(0)
     )
@@ -159,7 +158,7 @@ def save_checkpoint(tmp_path, variables, step=7):
     state = TrainState.create(
         params=params,
         model_state=variables,
-        tx=transfer.make_optimizer({"name": "sgd", "learning_rate": 0.1}, 1),
+        tx=make_optimizer({"name": "sgd", "learning_rate": 0.1}, 1),
         rng=jax.random.PRNGKey(0),
     )
     checkpointer = Checkpointer(str(tmp_path / "checkpoints"))
@@ -209,3 +208,42 @@ def test_features_once_trains_a_head_that_drops_into_the_model(digits):
     full = jax.jit(model.apply)({**variables, "params": params}, images[:300])
     from_features = feats @ head["head"]["kernel"] + head["head"]["bias"]
     np.testing.assert_allclose(full, from_features, rtol=1e-4, atol=1e-4)
+
+
+def test_transfer_task_hands_every_hook_to_its_base():
+    """No attribute forwarding: each hook of the base task is called explicitly."""
+    calls = []
+    classification = type(get_task("classification"))
+
+    class Recording(classification):
+        def train_iterator(self, dataset_config, *, global_batch_size, seed, start_step):
+            calls.append(("train_iterator", dataset_config, global_batch_size, seed, start_step))
+            return iter([{"image": np.zeros((1, 8, 8, 1))}])
+
+        def check_train_metrics(self, step, scalars):
+            calls.append(("check_train_metrics", step, dict(scalars)))
+
+    task = TransferTask(Recording(), freeze=(BACKBONE,))
+    batches = task.train_iterator("dataset", global_batch_size=4, seed=1, start_step=2)
+    assert next(batches)["image"].shape == (1, 8, 8, 1)
+    task.check_train_metrics(5, {"loss": 1.0})
+    assert calls == [
+        ("train_iterator", "dataset", 4, 1, 2),
+        ("check_train_metrics", 5, {"loss": 1.0}),
+    ]
+    assert task.base.label_smoothing == 0.0
+    with pytest.raises(AttributeError):
+        task.label_smoothing  # noqa: B018  (a base field is not forwarded)
+
+
+def test_pretrained_init_is_traceable_for_shape_only_restores(tmp_path):
+    source = init(tiny_resnet(num_classes=3), seed=1)
+    save_checkpoint(tmp_path, source)
+    model = tiny_resnet(num_classes=5)
+    task = get_task("transfer", pretrained=str(tmp_path))
+    abstract = jax.eval_shape(
+        lambda r: task.init_variables(model, r, jnp.zeros((1, 8, 8, 1))), jax.random.key(0)
+    )
+    fresh = init(model)
+    assert jax.tree.map(np.shape, abstract) == jax.tree.map(np.shape, fresh)
+    assert abstract["params"]["head"]["kernel"].shape == (8, 5)

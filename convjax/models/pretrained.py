@@ -1,0 +1,127 @@
+"""Pretrained weights merged into a freshly initialised model.
+
+Two sources, neither read through pickle:
+
+- a torchvision state dict exported as ``.safetensors`` / ``.npz``, converted by
+  :mod:`convjax.models.convert`;
+- a convjax run: its workdir (the ``checkpoints/`` folder inside is used) or a
+  checkpoint folder. These are orbax checkpoints whose items hold ``params`` and
+  ``model_state`` (the layout :class:`convjax.train.state.TrainState` saves); they are
+  read here with orbax directly, without a restore target, so a model with another
+  head can take the weights of the one that was trained.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import numpy as np
+import orbax.checkpoint as ocp
+
+from convjax.models.convert import convert_torchvision, load_state_dict
+from convjax.models.transfer import compile_patterns, flat_paths, unflatten_paths
+
+PyTree = Any
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".npz")
+# Where a convjax workdir keeps its orbax checkpoints (convjax.runs.workdir.CHECKPOINT_DIR).
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def is_weights_file(source: str) -> bool:
+    """Whether ``source`` names a torchvision export (``.safetensors`` / ``.npz``)."""
+    return source.endswith(WEIGHT_FILE_SUFFIXES)
+
+
+def check_source(source: str) -> None:
+    """Raises a one-line ``ValueError`` unless ``source`` is a weights file name or an
+    existing folder (a workdir or checkpoint folder)."""
+    if not (is_weights_file(source) or os.path.isdir(source)):
+        raise ValueError(
+            f"pretrained={source!r}: expected a .safetensors/.npz file or a "
+            "convjax workdir/checkpoint directory that exists"
+        )
+
+
+def load_checkpoint_variables(directory: str | os.PathLike, step: int | None = None) -> PyTree:
+    """``{'params': ..., 'batch_stats': ...}`` (numpy) from a convjax orbax checkpoint.
+
+    ``directory`` is a workdir (its ``checkpoints/`` is used) or a checkpoint
+    directory; ``step`` defaults to the latest.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    if os.path.isdir(os.path.join(directory, CHECKPOINT_SUBDIR)):
+        directory = os.path.join(directory, CHECKPOINT_SUBDIR)
+    if not os.path.isdir(directory):
+        raise ValueError(f"No checkpoint directory at {directory!r}")
+    with ocp.CheckpointManager(directory) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"No checkpoint saved in {directory!r}")
+        items = manager.restore(step, args=ocp.args.StandardRestore())
+    if "params" not in items:
+        raise ValueError(f"Checkpoint {directory!r} step {step} has no 'params'")
+    return {"params": items["params"], **dict(items.get("model_state") or {})}
+
+
+def _merge(
+    variables: PyTree, loaded: PyTree, exclude: Sequence[str]
+) -> tuple[dict[str, PyTree], list[str]]:
+    """``variables`` with each leaf taken from ``loaded`` unless its path matches
+    ``exclude``; also returns the problems (missing leaves, other shapes)."""
+    patterns = compile_patterns(exclude, "exclude")
+    merged: dict[str, PyTree] = {}
+    problems = []
+    for collection, tree in variables.items():
+        have = flat_paths(loaded.get(collection, {}))
+        out = {}
+        for path, leaf in flat_paths(tree).items():
+            if any(p.search(path) for p in patterns):
+                out[path] = leaf
+            elif path not in have:
+                problems.append(f"{collection}/{path} is missing")
+            elif np.shape(have[path]) != np.shape(leaf):
+                problems.append(
+                    f"{collection}/{path} has shape {np.shape(have[path])}, the model "
+                    f"{np.shape(leaf)}"
+                )
+            else:
+                out[path] = np.asarray(have[path], leaf.dtype)
+        merged[collection] = unflatten_paths(out)
+    return merged, problems
+
+
+def load_pretrained(
+    model: nn.Module,
+    variables: PyTree,
+    source: str | os.PathLike,
+    *,
+    exclude: Sequence[str] = ("^head/",),
+) -> dict[str, PyTree]:
+    """``variables`` (a fresh init of ``model``) with every leaf replaced by ``source``'s,
+    except paths matching ``exclude`` (searched in each collection, e.g. ``'^head/'``).
+
+    ``source``: a ``.safetensors``/``.npz`` torchvision state dict, or a convjax
+    workdir / checkpoint directory. Raises ``ValueError`` naming any parameter of
+    ``model`` that ``source`` lacks or has with another shape (exclude it to keep it
+    fresh, e.g. a head for a different number of classes).
+
+    Traceable: ``variables`` may be abstract (under ``jax.eval_shape``); the loaded
+    leaves are host constants.
+    """
+    source = os.fspath(source)
+    compile_patterns(exclude, "exclude")
+    if is_weights_file(source):
+        loaded = convert_torchvision(model, load_state_dict(source), exclude=list(exclude))
+    else:
+        loaded = load_checkpoint_variables(source)
+    merged, problems = _merge(variables, loaded, exclude)
+    if problems:
+        raise ValueError(
+            f"Cannot load {source!r} into {type(model).__name__}: {'; '.join(problems[:8])}"
+            + (f" and {len(problems) - 8} more" if len(problems) > 8 else "")
+            + ". Add the paths to exclude (e.g. '^head/' for a new number of classes)."
+        )
+    return merged
