@@ -202,3 +202,28 @@ def test_iou_variants_match_torchvision(clustered):
         np.testing.assert_allclose(
             np.asarray(got), reference[kind].numpy(), atol=1e-5, err_msg=kind
         )
+
+
+@pytest.mark.parametrize("kind", sorted(B.IOU_FUNCTIONS))
+def test_elementwise_iou_checks_the_last_axis(kind):
+    fn = B.get_iou_fn(kind)
+    with pytest.raises(ValueError, match=r"boxes1 must have shape \[\.\.\., 4\]; got \(2, 3\)"):
+        fn(jnp.zeros((2, 3)), jnp.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"boxes2 must have shape \[\.\.\., 4\]; got \(5,\)"):
+        fn(jnp.zeros(4), jnp.zeros(5))
+    with pytest.raises(ValueError, match=r"boxes1 must have shape \[\.\.\., 4\]"):
+        jax.jit(fn)(jnp.zeros((2, 3)), jnp.zeros((2, 4)))  # traced inputs are checked too
+
+
+@pytest.mark.parametrize("kind", sorted(B.IOU_FUNCTIONS))
+def test_nan_boxes_give_nan_not_zero(kind):
+    fn = B.get_iou_fn(kind)
+    boxes = jnp.array([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0], [5.0, 5.0, 6.0, 6.0]])
+    for coord in range(4):
+        bad = boxes.at[1, coord].set(jnp.nan)
+        for got in (fn(bad, boxes), jax.jit(fn)(boxes, bad)):
+            got = np.asarray(got)
+            assert np.isnan(got[1]), (coord, got)
+            assert np.all(np.isfinite(got[[0, 2]]))  # the other pairs are untouched
+        pairwise = np.asarray(PAIRWISE[kind](bad, boxes))
+        np.testing.assert_array_equal(np.isnan(pairwise), np.arange(3)[:, None] == [1, 1, 1])

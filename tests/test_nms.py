@@ -30,12 +30,18 @@ def make_boxes(rng: np.random.Generator, n: int, clustered: bool) -> np.ndarray:
 
 
 def np_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    iw = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    """torchvision's CPU kernel: float32 ``inter / (area_i + area_j - inter)``, returned as
+    float64 so that ``> threshold`` compares with the (double) threshold as its ``ovr >
+    iou_threshold`` does."""
+    box, others = box.astype(np.float32), others.astype(np.float32)
+    iw = np.maximum(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0)
+    ih = np.maximum(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0)
     inter = iw * ih
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / (area + areas - inter)
+    ovr = inter / (area + areas - inter)
+    assert ovr.dtype == np.float32
+    return ovr.astype(np.float64)
 
 
 def np_greedy_nms(boxes, scores, threshold, classes=None):
@@ -196,3 +202,67 @@ def test_nms_matches_torchvision(clustered):
         )
     )
     np.testing.assert_array_equal(got, reference)
+
+
+# Thresholds float32 rounds up (0.1, 0.3, 1/3, 0.6), down (0.7) or holds exactly (0.5), each
+# with a pair of boxes whose float32 IoU is float32(threshold): torchvision suppresses the
+# second box exactly when float32(threshold) > threshold.
+TIES = [
+    (0.1, [[0, 0, 10, 10], [0, 0, 10, 1]], [0]),
+    (0.3, [[0, 0, 10, 10], [0, 0, 10, 3]], [0]),
+    (1 / 3, [[0, 0, 4, 3], [0, 0, 4, 1]], [0]),
+    (0.6, [[0, 0, 10, 10], [0, 0, 10, 6]], [0]),
+    (0.7, [[0, 0, 10, 10], [0, 0, 10, 7]], [0, 1]),
+    (0.5, [[0, 0, 10, 10], [0, 0, 10, 5]], [0, 1]),
+]
+
+
+@pytest.mark.parametrize("threshold,boxes,want", TIES)
+def test_iou_equal_to_threshold_keeps_what_torchvision_keeps(threshold, boxes, want):
+    boxes = np.asarray(boxes, np.float32)
+    scores = np.array([0.9, 0.8], np.float32)
+    assert np.float32(np_iou(boxes[0], boxes[1:])[0]) == np.float32(threshold)  # a real tie
+    np.testing.assert_array_equal(np_greedy_nms(boxes, scores, threshold), want)
+    np.testing.assert_array_equal(
+        kept(nms(jnp.asarray(boxes), jnp.asarray(scores), threshold)), want
+    )
+    classes = jnp.zeros(2, jnp.int32)
+    got = kept(batched_nms(jnp.asarray(boxes), jnp.asarray(scores), classes, threshold))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_grid_boxes_with_many_exact_ties_match_the_kernel_formula():
+    """Integer boxes of a few sizes: IoUs are small-integer ratios, so many equal 1/3, 0.3,
+    0.6 exactly; the tiled path (lead tiles, compacted tiles) must break them as torchvision."""
+    rng = np.random.default_rng(12)
+    n = 1200
+    xy = rng.integers(0, 40, (n, 2))
+    wh = rng.choice([2, 3, 4, 5, 6, 10], (n, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    scores = rng.random(n).astype(np.float32)
+    for threshold in (0.1, 0.3, 1 / 3, 0.6):
+        expected = np_greedy_nms(boxes, scores, threshold)
+        ties = sum(np.sum(np_iou(boxes[i], boxes) == np.float32(threshold)) for i in expected)
+        assert ties > 50, ties  # the case being tested does occur
+        got = kept(nms(jnp.asarray(boxes), jnp.asarray(scores), threshold, tile_size=16))
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_zero_boxes_keep_nothing():
+    boxes, scores = jnp.zeros((0, 4)), jnp.zeros((0,))
+    for cap, size in ((None, 0), (5, 5)):
+        for result in (
+            nms(boxes, scores, 0.5, max_output_size=cap),
+            batched_nms(boxes, scores, jnp.zeros((0,), jnp.int32), 0.5, max_output_size=cap),
+            soft_nms(boxes, scores, method="linear", max_output_size=cap),
+            soft_nms(boxes, scores, method="gaussian", max_output_size=cap),
+        ):
+            assert int(result.count) == 0 and result.indices.shape == (size,)
+            assert np.all(np.asarray(result.indices) == -1)
+    batched = jax.jit(jax.vmap(lambda b, s: nms(b, s, 0.5, max_output_size=4)))
+    result = batched(jnp.zeros((3, 0, 4)), jnp.zeros((3, 0)))
+    assert result.indices.shape == (3, 4) and np.all(np.asarray(result.count) == 0)
+    # A cap of 0 on real boxes keeps nothing too; a negative cap is an error.
+    assert nms(jnp.ones((3, 4)), jnp.ones(3), max_output_size=0).indices.shape == (0,)
+    with pytest.raises(ValueError, match="max_output_size must be >= 0"):
+        nms(jnp.ones((3, 4)), jnp.ones(3), max_output_size=-1)

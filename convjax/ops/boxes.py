@@ -13,7 +13,9 @@ Coordinates are pixels or normalised to ``[0, 1]`` (:func:`normalize_boxes` /
 shapes (``boxes1: [..., 4]``, ``boxes2: [..., 4]`` -> ``[...]``), which serves both the
 losses (matched pairs) and the pairwise ``box_*`` forms (``[N, 4], [M, 4] -> [N, M]``,
 torchvision's names and conventions). Degenerate boxes (zero width or height) never
-produce NaN values or NaN gradients: a ratio whose denominator is zero is 0.
+produce NaN values or NaN gradients: a ratio whose denominator is zero is 0. A NaN
+coordinate gives a NaN result (never a silent 0), and every function checks that the
+last axis holds 4 numbers.
 """
 
 from __future__ import annotations
@@ -104,9 +106,11 @@ def clip_boxes(boxes: jax.Array, height: float, width: float) -> jax.Array:
 
 
 def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
-    """``num / den`` where ``den > 0``, else 0 — with finite gradients in both branches."""
+    """``num / den`` where ``den > 0``, NaN where either is NaN, else 0 — with finite
+    gradients in both branches."""
     positive = den > 0
-    return jnp.where(positive, num / jnp.where(positive, den, 1.0), 0.0)
+    ratio = jnp.where(positive, num / jnp.where(positive, den, 1.0), 0.0)
+    return jnp.where(jnp.isnan(num) | jnp.isnan(den), jnp.nan, ratio)
 
 
 def _intersection_union(boxes1: jax.Array, boxes2: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -124,11 +128,20 @@ def _enclosing_wh(boxes1: jax.Array, boxes2: jax.Array) -> jax.Array:
     return jnp.maximum(rb - lt, 0.0)
 
 
+def _check_pair(boxes1: jax.Array, boxes2: jax.Array) -> tuple[jax.Array, jax.Array]:
+    boxes1, boxes2 = jnp.asarray(boxes1), jnp.asarray(boxes2)
+    _check_boxes(boxes1, "boxes1")
+    _check_boxes(boxes2, "boxes2")
+    return boxes1, boxes2
+
+
 def iou(boxes1: jax.Array, boxes2: jax.Array) -> jax.Array:
     """Intersection over union of xyxy boxes, broadcast: ``[..., 4], [..., 4] -> [...]``.
 
-    Two zero-area boxes (empty union) have IoU 0.
+    Two zero-area boxes (empty union) have IoU 0; a box with a NaN coordinate has IoU
+    NaN. Boxes whose last axis is not 4 raise ``ValueError``.
     """
+    boxes1, boxes2 = _check_pair(boxes1, boxes2)
     inter, union = _intersection_union(boxes1, boxes2)
     return _safe_div(inter, union)
 
@@ -138,6 +151,7 @@ def giou(boxes1: jax.Array, boxes2: jax.Array) -> jax.Array:
 
     ``C`` is the smallest box enclosing both. Broadcast: ``[..., 4], [..., 4] -> [...]``.
     """
+    boxes1, boxes2 = _check_pair(boxes1, boxes2)
     inter, union = _intersection_union(boxes1, boxes2)
     wh = _enclosing_wh(boxes1, boxes2)
     enclosing = wh[..., 0] * wh[..., 1]
@@ -159,6 +173,7 @@ def diou(boxes1: jax.Array, boxes2: jax.Array) -> jax.Array:
 
     Broadcast: ``[..., 4], [..., 4] -> [...]``.
     """
+    boxes1, boxes2 = _check_pair(boxes1, boxes2)
     return iou(boxes1, boxes2) - _centre_penalty(boxes1, boxes2)
 
 
@@ -177,6 +192,7 @@ def ciou(boxes1: jax.Array, boxes2: jax.Array) -> jax.Array:
     ``alpha = v / (1 - IoU + v)`` is a weight held constant under differentiation
     (as in the paper's gradient and torchvision). Broadcast: ``[..., 4], [..., 4] -> [...]``.
     """
+    boxes1, boxes2 = _check_pair(boxes1, boxes2)
     overlap = iou(boxes1, boxes2)
     v = (4 / math.pi**2) * (_aspect_angle(boxes2) - _aspect_angle(boxes1)) ** 2
     alpha = jax.lax.stop_gradient(_safe_div(v, 1 - overlap + v))

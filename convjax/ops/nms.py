@@ -6,7 +6,9 @@ and ``jax.vmap`` (a batch of images: vmap over the leading axis).
 
 Hard NMS keeps exactly the set torchvision's ``nms`` keeps, in the same order
 (descending score, ties by index; a box is suppressed by a kept, higher-scoring box
-when their IoU is *strictly* greater than the threshold). It is computed in tiles so
+when their float32 IoU is *strictly* greater than the threshold taken as a float64,
+so an IoU equal to the threshold written in decimal -- 0.3, 0.6, 1/3 -- behaves the
+same way in both). It is computed in tiles so
 that it stays fast for 10,000 boxes: boxes are sorted by score; the top
 ``LEAD_TILES`` tiles suppress themselves and then every later box in one vectorised
 pass; the survivors are compacted (order kept) and taken a tile at a time, each tile
@@ -23,6 +25,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from convjax.ops.boxes import iou
 
@@ -53,6 +56,13 @@ def _check_inputs(boxes, scores, classes, valid) -> int:
         if arr is not None and tuple(arr.shape) != (n,):
             raise ValueError(f"{name} must have shape [N] = [{n}]; got {tuple(arr.shape)}")
     return n
+
+
+def _output_size(n: int, max_output_size: int | None) -> int:
+    size = n if max_output_size is None else int(max_output_size)
+    if size < 0:
+        raise ValueError(f"max_output_size must be >= 0 (or None for N); got {max_output_size}")
+    return size
 
 
 def _block_iou(a: jax.Array, area_a: jax.Array, b: jax.Array, area_b: jax.Array) -> jax.Array:
@@ -92,14 +102,12 @@ def _tiled_nms_keep(
 ) -> jax.Array:
     """Greedy NMS on score-sorted, tile-padded inputs; returns keep: [num_tiles * tile] bool.
 
-    1. The top tile suppresses itself, then every later box in one vectorised pass (with
-       clustered boxes this removes most candidates at once).
-    2. The surviving candidates are compacted (order kept) and processed a tile at a time:
-       each tile is suppressed by the boxes kept so far (a compacted buffer, read a
-       tile-sized chunk at a time), then suppresses itself.
+    1. The top ``LEAD_TILES`` tiles suppress themselves, then every later box in one
+       vectorised pass (with clustered boxes this removes most candidates at once).
+    2. The surviving candidates are compacted (order kept) and processed a tile at a
+       time (:func:`_compacted_keep`).
     """
     npad = boxes.shape[0]
-    num_tiles = npad // tile
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     lead = min(npad, LEAD_TILES * tile)
     keep0 = _self_suppress(
@@ -111,6 +119,54 @@ def _tiled_nms_keep(
     over &= keep0[:, None] & (classes[:lead, None] == classes[None, :])
     later = jnp.arange(npad) >= lead
     remaining = candidate & later & ~jnp.any(over, axis=0)
+    keep = _compacted_keep(
+        boxes, area, classes, remaining, keep0, iou_threshold, max_output_size, tile
+    )
+    return keep.at[:lead].set(keep0)
+
+
+def _append_kept(keep, new_boxes, new_area, new_cls, buffers):
+    """Appends the kept rows of a tile to the compacted buffers of kept boxes."""
+    kept_boxes, kept_area, kept_cls, num_kept = buffers
+    dropped = kept_boxes.shape[0]  # an out-of-range slot: mode="drop" ignores it
+    slot = jnp.where(keep, num_kept + jnp.cumsum(keep) - 1, dropped)
+    return (
+        kept_boxes.at[slot].set(new_boxes, mode="drop"),
+        kept_area.at[slot].set(new_area, mode="drop"),
+        kept_cls.at[slot].set(new_cls, mode="drop"),
+        num_kept + jnp.sum(keep).astype(jnp.int32),
+    )
+
+
+def _suppressed_by_kept(buffers, boxes, area, classes, candidate, iou_threshold, tile):
+    """Clears the candidates of one tile that a kept box overlaps; the kept buffer is
+    read a tile-sized chunk at a time. boxes: [T, 4] -> candidate [T] bool."""
+    kept_boxes, kept_area, kept_cls, num_kept = buffers
+
+    def cond(state):
+        c, cand = state
+        return (c * tile < num_kept) & jnp.any(cand)
+
+    def body(state):
+        c, cand = state
+        start = c * tile
+        chunk = jax.lax.dynamic_slice_in_dim(kept_boxes, start, tile)
+        chunk_area = jax.lax.dynamic_slice_in_dim(kept_area, start, tile)
+        chunk_cls = jax.lax.dynamic_slice_in_dim(kept_cls, start, tile)
+        real = (start + jnp.arange(tile)) < num_kept
+        hit = _block_iou(chunk, chunk_area, boxes, area) > iou_threshold
+        hit &= real[:, None] & (chunk_cls[:, None] == classes[None, :])
+        return c + 1, cand & ~jnp.any(hit, axis=0)
+
+    return jax.lax.while_loop(cond, body, (0, candidate))[1]
+
+
+def _compacted_keep(boxes, area, classes, remaining, keep0, iou_threshold, max_output_size, tile):
+    """Step 2 of :func:`_tiled_nms_keep`: the ``remaining`` candidates, compacted in order
+    and taken a tile at a time, each suppressed by the boxes kept so far (a compacted
+    buffer, starting with the lead tiles' ``keep0``), then by itself. -> keep [npad]."""
+    npad, lead = boxes.shape[0], keep0.shape[0]
+    num_tiles = npad // tile
     count = jnp.sum(remaining)
     (position,) = jnp.nonzero(remaining, size=npad, fill_value=0)
     tiles = boxes[position].reshape(num_tiles, tile, 4)
@@ -118,46 +174,17 @@ def _tiled_nms_keep(
     tile_cls = classes[position].reshape(num_tiles, tile)
     tile_cand = (jnp.arange(npad) < count).reshape(num_tiles, tile)
 
-    def append(keep, new_boxes, new_area, new_cls, buffers):
-        kept_boxes, kept_area, kept_cls, num_kept = buffers
-        slot = jnp.where(keep, num_kept + jnp.cumsum(keep) - 1, npad)  # npad: dropped
-        return (
-            kept_boxes.at[slot].set(new_boxes, mode="drop"),
-            kept_area.at[slot].set(new_area, mode="drop"),
-            kept_cls.at[slot].set(new_cls, mode="drop"),
-            num_kept + jnp.sum(keep).astype(jnp.int32),
-        )
-
-    def suppress_tile(i, buffers):
-        kept_boxes, kept_area, kept_cls, num_kept = buffers
-        boxes_i, area_i, cls_i = tiles[i], tile_area[i], tile_cls[i]
-
-        def chunk_cond(state):
-            c, cand = state
-            return (c * tile < num_kept) & jnp.any(cand)
-
-        def chunk_body(state):
-            c, cand = state
-            start = c * tile
-            chunk = jax.lax.dynamic_slice_in_dim(kept_boxes, start, tile)
-            chunk_area = jax.lax.dynamic_slice_in_dim(kept_area, start, tile)
-            chunk_cls = jax.lax.dynamic_slice_in_dim(kept_cls, start, tile)
-            real = (start + jnp.arange(tile)) < num_kept
-            hit = _block_iou(chunk, chunk_area, boxes_i, area_i) > iou_threshold
-            hit &= real[:, None] & (chunk_cls[:, None] == cls_i[None, :])
-            return c + 1, cand & ~jnp.any(hit, axis=0)
-
-        _, cand = jax.lax.while_loop(chunk_cond, chunk_body, (0, tile_cand[i]))
-        return _self_suppress(boxes_i, area_i, cls_i, cand, iou_threshold)
-
-    def tile_cond(state):
+    def cond(state):
         i, _, buffers = state
         return (i * tile < count) & (buffers[-1] < max_output_size)
 
-    def tile_body(state):
+    def body(state):
         i, keep_all, buffers = state
-        keep = suppress_tile(i, buffers)
-        buffers = append(keep, tiles[i], tile_area[i], tile_cls[i], buffers)
+        cand = _suppressed_by_kept(
+            buffers, tiles[i], tile_area[i], tile_cls[i], tile_cand[i], iou_threshold, tile
+        )
+        keep = _self_suppress(tiles[i], tile_area[i], tile_cls[i], cand, iou_threshold)
+        buffers = _append_kept(keep, tiles[i], tile_area[i], tile_cls[i], buffers)
         return i + 1, keep_all.at[i].set(keep), buffers
 
     empty = (
@@ -166,12 +193,28 @@ def _tiled_nms_keep(
         jnp.zeros_like(classes),
         jnp.array(0, jnp.int32),
     )
-    buffers = append(keep0, boxes[:lead], area[:lead], classes[:lead], empty)
+    buffers = _append_kept(keep0, boxes[:lead], area[:lead], classes[:lead], empty)
     init = (0, jnp.zeros((num_tiles, tile), bool), buffers)
-    _, keep_compact, _ = jax.lax.while_loop(tile_cond, tile_body, init)
+    _, keep_compact, _ = jax.lax.while_loop(cond, body, init)
     target = jnp.where(jnp.arange(npad) < count, position, npad)
-    keep = jnp.zeros(npad, bool).at[:lead].set(keep0)
-    return keep.at[target].set(keep_compact.reshape(-1), mode="drop")
+    return jnp.zeros(npad, bool).at[target].set(keep_compact.reshape(-1), mode="drop")
+
+
+def float32_threshold(threshold: float | jax.Array) -> jax.Array:
+    """The float32 threshold ``t32`` for which float32 ``iou > t32`` holds exactly when
+    ``iou > threshold`` in float64 -- torchvision compares its float32 IoU with a double.
+
+    A Python or numpy float is rounded *down* to float32 (0.3 -> 0.29999998, so an IoU
+    that float32 computes as 0.3 exceeds it, as in torchvision); a JAX array (e.g. a
+    traced threshold) is taken as its float32 value.
+    """
+    if isinstance(threshold, jax.Array):
+        return jnp.asarray(threshold, jnp.float32)
+    value = float(threshold)
+    rounded = np.float32(value)
+    if float(rounded) > value:
+        rounded = np.nextafter(rounded, np.float32(-np.inf))
+    return jnp.asarray(rounded, jnp.float32)
 
 
 def _tile_size(n: int, tile_size: int) -> int:
@@ -195,8 +238,11 @@ def nms(
     Args:
       boxes: [N, 4] xyxy.
       scores: [N]; higher is better.
-      iou_threshold: a kept box suppresses lower-scoring boxes whose IoU with it is > this.
-      max_output_size: the max-detections cap (default N); the output length.
+      iou_threshold: a kept box suppresses lower-scoring boxes whose IoU with it is > this
+        (float32 IoU compared with the threshold as a float64, as torchvision does; see
+        :func:`float32_threshold`).
+      max_output_size: the max-detections cap (default N); the output length. Zero boxes
+        (N = 0) or a cap of 0 give count 0 and all-padding indices.
       score_threshold: boxes scoring <= this are dropped before suppression.
       classes: optional [N] int; when given, boxes only suppress boxes of their own
         class (class-aware "batched" NMS).
@@ -208,13 +254,13 @@ def nms(
       boxes in descending score order (ties by index), -1 past ``count``.
     """
     n = _check_inputs(boxes, scores, classes, valid)
-    max_output_size = n if max_output_size is None else int(max_output_size)
-    if max_output_size < 1:
-        raise ValueError(f"max_output_size must be >= 1; got {max_output_size}")
+    max_output_size = _output_size(n, max_output_size)
+    if n == 0 or max_output_size == 0:
+        return NMSResult(jnp.full((max_output_size,), -1, jnp.int32), jnp.array(0, jnp.int32))
     return _nms_jit(
         boxes,
         scores,
-        jnp.asarray(iou_threshold, jnp.float32),
+        float32_threshold(iou_threshold),
         jnp.asarray(-jnp.inf if score_threshold is None else score_threshold, jnp.float32),
         jnp.zeros((n,), jnp.int32) if classes is None else classes.astype(jnp.int32),
         jnp.ones((n,), bool) if valid is None else valid.astype(bool),
@@ -295,14 +341,20 @@ def soft_nms(
             f"Unknown soft-NMS method {method!r}; valid: {', '.join(SOFT_NMS_METHODS)}"
         )
     n = _check_inputs(boxes, scores, classes, valid)
-    max_output_size = n if max_output_size is None else int(max_output_size)
+    max_output_size = _output_size(n, max_output_size)
+    if n == 0 or max_output_size == 0:
+        return SoftNMSResult(
+            jnp.full((max_output_size,), -1, jnp.int32),
+            jnp.zeros((max_output_size,), jnp.float32),
+            jnp.array(0, jnp.int32),
+        )
     return _soft_nms_jit(
         boxes.astype(jnp.float32),
         scores.astype(jnp.float32),
         jnp.zeros((n,), jnp.int32) if classes is None else classes.astype(jnp.int32),
         jnp.ones((n,), bool) if valid is None else valid.astype(bool),
         jnp.float32(sigma),
-        jnp.float32(iou_threshold),
+        float32_threshold(iou_threshold),
         jnp.float32(score_threshold),
         method=method,
         max_output_size=max_output_size,
