@@ -1,0 +1,117 @@
+"""One run per workdir: an advisory lock that a second run is refused by.
+
+The lock is an exclusive ``flock`` on ``<workdir>/run.lock``, held by the process for as
+long as it runs. The operating system releases it when the process ends in any way
+(exit, exception, ``kill -9``, a crashed host's reboot), so a killed run never leaves a
+workdir stuck; there is no stale-lock cleanup to get wrong. While held, the file
+records who holds it (pid, host, start time, command) so that the refusal names the
+running one. ``flock`` also works on NFS (Linux emulates it with POSIX locks there).
+
+In a multi-host run only the first host takes the lock: every host writes the same
+workdir on purpose.
+
+Usage::
+
+    with WorkdirLock(workdir):
+        train(...)
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+import shlex
+import socket
+import sys
+from types import TracebackType
+
+LOCK_FILE = "run.lock"
+
+
+class WorkdirBusyError(RuntimeError):
+    """Another live process holds the workdir's lock."""
+
+
+class WorkdirLock:
+    """An exclusive, non-blocking lock on ``workdir`` (created if missing).
+
+    ``command`` is recorded for the refusal message (default: this process's argv).
+    """
+
+    def __init__(self, workdir: str, *, command: str | None = None):
+        self.workdir = os.path.abspath(workdir)
+        self.path = os.path.join(self.workdir, LOCK_FILE)
+        self.command = command if command is not None else shlex.join(sys.argv)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> WorkdirLock:
+        """Takes the lock or raises :class:`WorkdirBusyError` naming the holder."""
+        if self._fd is not None:
+            return self
+        os.makedirs(self.workdir, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise WorkdirBusyError(
+                f"workdir {self.workdir} is in use by {holder}. Wait for it to finish (or "
+                "stop it), or pass another --workdir."
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": self.command,
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Clears the record and releases the lock (the empty file stays)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> WorkdirLock:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    """'pid 123 on host h (started 2024-..., command: ...)' from the lock file."""
+    try:
+        record = json.loads(os.pread(fd, 65536, 0).decode() or "{}")
+    except (OSError, ValueError):
+        record = {}
+    if not record:
+        return "another process (it has not written its details yet)"
+    return (
+        f"pid {record.get('pid', '?')} on host {record.get('host', '?')} "
+        f"(started {record.get('started', '?')}; command: {record.get('command', '?')})"
+    )
