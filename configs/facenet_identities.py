@@ -26,10 +26,12 @@ from __future__ import annotations
 import ml_collections
 
 import convjax.data.identities  # noqa: F401  (registers the `identities` tfds builder)
+from configs import common
 from convjax.data.config import default_dataset_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, smoke=False)
     config = ml_collections.ConfigDict()
     config.model = "embedding"
     config.model_kwargs = ml_collections.ConfigDict(
@@ -64,41 +66,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "head_steps": 300,
         }
     )
+    config.optimizer = common.adam(1e-3, warmup_steps=100)
+    common.set_run(
+        config, batch_size=64, eval_batch_size=100, num_train_steps=8000,
+        log_every_steps=100, eval_every_steps=4000, checkpoint_every_steps=2000,
+        keep_checkpoints=2, parallel="jit",  # see docs/faces.md: one device is steadier on CPU
+    )  # fmt: skip
 
-    config.optimizer = ml_collections.ConfigDict(
-        {
-            "name": "adam",
-            "learning_rate": 1e-3,
-            "schedule": "cosine",
-            "warmup_steps": 100,
-            "weight_decay": 0.0,
-            "grad_clip_norm": None,
-        }
-    )
-
-    config.batch_size = 64
-    config.eval_batch_size = 100
-    config.num_train_steps = 8000
-    config.log_every_steps = 100
-    config.eval_every_steps = 4000
-    config.checkpoint_every_steps = 2000
-    config.keep_checkpoints = 2
-    config.seed = 0
-    config.parallel = "jit"  # see docs/faces.md: one device is steadier on a shared CPU
-    config.dtype = "float32"
-    config.conv_impl = "xla"
-
-    if arg == "smoke":
+    if arg.smoke:
         config.dataset.name = "identities/faces_small"
-        config.batch_size = 32  # 8 identities x 4 images
-        config.eval_batch_size = 24
-        config.num_train_steps = 10
-        config.log_every_steps = 5
-        config.eval_every_steps = 10
-        config.checkpoint_every_steps = 10
-        config.optimizer.warmup_steps = 0
+        # P x K = 8 identities x 4 images.
+        common.shrink(config, 10, batch_size=32, eval_batch_size=24, log_every_steps=5)
         config.face_eval.head_kinds = ("chi2",)
         config.face_eval.head_steps = 100
-    elif arg:
-        raise ValueError(f"Unknown config variant {arg!r}; valid: 'smoke'")
     return config

@@ -32,28 +32,19 @@ from __future__ import annotations
 
 import ml_collections
 
-from convjax.data.config import IMAGENET_MEAN, IMAGENET_STD, default_dataset_config
+from configs import common
+from convjax.data.config import imagenet_dataset
 from convjax.models.transfer import BACKBONE
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "").split(",") if p]
-    unknown = [p for p in parts if p not in ("smoke", "full")]
-    if unknown:
-        raise ValueError(f"Unknown config variant(s) {unknown}; valid: smoke, full")
-    full = "full" in parts
+    arg = common.parse_arg(arg, smoke=False, full=False)
     config = ml_collections.ConfigDict()
     config.model = "resnet18"
     config.model_kwargs = ml_collections.ConfigDict({"num_classes": 10})
-    dataset = default_dataset_config()
-    dataset.name = "imagenette/160px-v2"
-    dataset.eval_split = "validation"
-    dataset.image_size = (160, 160)
-    dataset.channels = 3
-    dataset.mean = IMAGENET_MEAN
-    dataset.std = IMAGENET_STD
-    dataset.augment = "random_resized_crop(scale=(0.35, 1.0)), mirror"
-    config.dataset = dataset
+    config.dataset = imagenet_dataset(
+        True, image_size=160, augment="random_resized_crop(scale=(0.35, 1.0)), mirror"
+    )  # imagenette/160px-v2 at 160x160 with ImageNet's normalisation
     config.task = "transfer"
     config.task_kwargs = ml_collections.ConfigDict(
         {
@@ -61,44 +52,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "base_kwargs": {"label_smoothing": 0.0, "topk": (5,)},
             "pretrained": "",  # a .safetensors/.npz torchvision file or a convjax workdir
             "exclude": ["^head/"],
-            "freeze": [] if full else [BACKBONE],
-            "lr_multipliers": [["^head/", 10.0]] if full else [],
+            "freeze": [] if arg.full else [BACKBONE],
+            "lr_multipliers": [["^head/", 10.0]] if arg.full else [],
         }
     )
     config.optimizer = ml_collections.ConfigDict(
         {
             # Adam without weight decay: frozen weights get exactly zero gradients.
             "name": "adam",
-            "learning_rate": 1e-4 if full else 1e-3,
+            "learning_rate": 1e-4 if arg.full else 1e-3,
             "schedule": "cosine",
             "warmup_steps": 0,
             "weight_decay": 0.0,
         }
     )
-    config.batch_size = 64
-    config.eval_batch_size = 250
-    config.num_train_steps = 2 * 9_469 // 64
-    config.log_every_steps = 20
-    config.eval_every_steps = 0  # at the end
-    config.checkpoint_every_steps = 100
-    config.keep_checkpoints = 2
-    config.seed = 0
-    config.parallel = "auto"
-    config.dtype = "float32"
-    config.conv_impl = "xla"
-
-    if "smoke" in parts:
+    common.set_run(
+        config, batch_size=64, eval_batch_size=250, num_train_steps=2 * 9_469 // 64,
+        log_every_steps=20, eval_every_steps=0, checkpoint_every_steps=100,  # eval at the end
+        keep_checkpoints=2,
+    )  # fmt: skip
+    if arg.smoke:  # a CIFAR ResNet-20 on the 32x32x1 digits
         config.model = "resnet20"
-        dataset = default_dataset_config()
-        dataset.name = "sklearn_digits"
-        dataset.image_size = (32, 32)
-        dataset.channels = 1
-        dataset.mean = (0.5,)
-        dataset.std = (0.5,)
-        config.dataset = dataset
-        config.batch_size = 8
-        config.eval_batch_size = 120
-        config.num_train_steps = 3
-        config.log_every_steps = 1
-        config.checkpoint_every_steps = 3
+        common.digits_smoke(config, 3, eval_every_steps=0)
     return config

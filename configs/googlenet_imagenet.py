@@ -25,58 +25,18 @@ from __future__ import annotations
 
 import ml_collections
 
-from convjax.data.config import digits_dataset, imagenet_dataset
+from configs import common
 
 MODELS = ("googlenet", "googlenet_torchvision")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "").split(",") if p]
-    unknown = [p for p in parts if p not in MODELS + ("smoke", "imagenette")]
-    if unknown:
-        raise ValueError(
-            f"Unknown config variant(s) {unknown}; valid: smoke, imagenette, {', '.join(MODELS)}"
-        )
-    imagenette = "imagenette" in parts
-    config = ml_collections.ConfigDict()
-    config.model = next((p for p in parts if p in MODELS), "googlenet")
-    config.model_kwargs = ml_collections.ConfigDict(
-        {"num_classes": 10 if imagenette else 1000, "aux_logits": False}
-    )
-    config.dataset = imagenet_dataset(imagenette)
-    config.task = "classification"
-    config.task_kwargs = ml_collections.ConfigDict({"label_smoothing": 0.0, "topk": (5,)})
-    config.batch_size = 256
-    epochs = 40 if imagenette else 90
-    config.num_train_steps = epochs * (9_469 if imagenette else 1_281_167) // config.batch_size
-    config.optimizer = ml_collections.ConfigDict(
-        {
-            "name": "momentum",
-            "learning_rate": 0.1,
-            "momentum": 0.9,
-            "schedule": "cosine",
-            "warmup_steps": 0,
-            "weight_decay": 1e-4,
-        }
-    )
-    config.eval_batch_size = 500
-    config.log_every_steps = 100
-    config.eval_every_steps = config.num_train_steps // 10
-    config.checkpoint_every_steps = 1_000
-    config.keep_checkpoints = 3
-    config.seed = 0
-    config.parallel = "auto"
-    config.dtype = "bfloat16"
-    config.conv_impl = "xla"
-
-    if "smoke" in parts:
-        config.model_kwargs.num_classes = 10
-        config.dataset = digits_dataset(32, channels=3)
-        config.batch_size = 8
-        config.eval_batch_size = 120
-        config.num_train_steps = 2
-        config.log_every_steps = 1
-        config.eval_every_steps = 2
-        config.checkpoint_every_steps = 2
-        config.dtype = "float32"
+    arg = common.parse_arg(arg, models=MODELS, model="googlenet", smoke=False, imagenette=False)
+    optimizer = common.momentum(0.1, schedule="cosine", weight_decay=1e-4)
+    config = common.imagenet_classification(
+        arg.model, arg.imagenette, batch_size=256, epochs=90, optimizer=optimizer,
+        model_kwargs={"aux_logits": False},
+    )  # fmt: skip
+    if arg.smoke:
+        common.digits_smoke(config, 2, image_size=32, channels=3)
     return config

@@ -26,69 +26,36 @@ from __future__ import annotations
 
 import ml_collections
 
-from convjax.data.config import default_dataset_config
+from configs import common
+from configs.resnet_cifar10 import STEP_DECAY
+from convjax.data.config import digits_dataset
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg not in (None, "", "smoke", "digits"):
-        raise ValueError(f"Unknown config variant {arg!r}; valid: 'smoke', 'digits'")
-    config = ml_collections.ConfigDict()
-    config.depths = (20, 32, 44, 56)  # 6n + 2
-    config.model = "resnet20"  # replaced per run: plain<d> / resnet<d> stage sizes
-    config.model_kwargs = ml_collections.ConfigDict({"num_classes": 10})
-    config.dataset = default_dataset_config()
-    config.dataset.name = "cifar10"
-    config.dataset.mean = (0.4914, 0.4822, 0.4465)
-    config.dataset.std = (0.2470, 0.2435, 0.2616)
-    config.dataset.augment = "mirror, random_crop(pad=4)"
-    config.train_error_split = "train[:10000]"  # evaluated after training: training error
-    config.task = "classification"
-    config.task_kwargs = ml_collections.ConfigDict({"label_smoothing": 0.0, "topk": (5,)})
-    config.optimizer = ml_collections.ConfigDict(
-        {
-            "name": "momentum",
-            "learning_rate": 0.1,
-            "momentum": 0.9,
-            "schedule": "step",
-            "decay_boundaries": (0.5, 0.75),
-            "decay_factor": 0.1,
-            "warmup_steps": 0,
-            "weight_decay": 1e-4,
-        }
+    arg = common.parse_arg(arg, smoke=False, digits=False)
+    # model: replaced per run by plain<d> / resnet<d> with the stage sizes of depth d.
+    optimizer = common.momentum(0.1, **STEP_DECAY)
+    config = common.classification(
+        "resnet20", {"num_classes": 10}, common.cifar10_dataset(), optimizer
     )
-    config.batch_size = 128
-    config.eval_batch_size = 500
-    config.num_train_steps = 64_000
-    config.log_every_steps = 500
-    config.eval_every_steps = 0  # at the end only
-    config.checkpoint_every_steps = 4_000
-    config.keep_checkpoints = 1
-    config.seed = 0
-    config.parallel = "auto"
-    config.dtype = "float32"
-    config.conv_impl = "xla"
+    config.depths = (20, 32, 44, 56)  # 6n + 2
+    config.train_error_split = "train[:10000]"  # evaluated after training: training error
+    common.set_run(
+        config, batch_size=128, eval_batch_size=500, num_train_steps=64_000,
+        log_every_steps=500, eval_every_steps=0, checkpoint_every_steps=4_000,
+        keep_checkpoints=1,
+    )  # fmt: skip
 
-    if arg in ("smoke", "digits"):
-        config.dataset = default_dataset_config()
-        config.dataset.name = "sklearn_digits"
-        config.dataset.image_size = (16, 16)
-        config.dataset.channels = 1
-        config.dataset.mean = (0.5,)
-        config.dataset.std = (0.5,)
+    if arg.smoke or arg.digits:
+        config.dataset = digits_dataset(16)
         config.train_error_split = "train"
         config.optimizer = ml_collections.ConfigDict(
             {"name": "adam", "learning_rate": 1e-3, "schedule": "constant", "weight_decay": 0.0}
         )
-        config.batch_size = 64
-        config.eval_batch_size = 240
         config.depths = (8, 20, 32, 56)
-        config.num_train_steps = 300
-        config.log_every_steps = 50
-        config.checkpoint_every_steps = 300
-    if arg == "smoke":
+        common.shrink(config, 300, batch_size=64, eval_batch_size=240, log_every_steps=50,
+                      eval_every_steps=0)  # fmt: skip
+    if arg.smoke:  # plain-8 and ResNet-8
         config.depths = (8,)
-        config.batch_size = 8
-        config.num_train_steps = 3
-        config.log_every_steps = 1
-        config.checkpoint_every_steps = 3
+        common.shrink(config, 3, batch_size=8, eval_every_steps=0)
     return config

@@ -23,67 +23,24 @@ from __future__ import annotations
 
 import ml_collections
 
-from convjax.data.config import default_dataset_config
+from configs import common
 
 MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "plain20", "plain32",
           "plain44", "plain56", "plain110", "resnet18_cifar")  # fmt: skip
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+STEP_DECAY = {"schedule": "step", "weight_decay": 1e-4, "decay_boundaries": (0.5, 0.75)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "").split(",") if p]
-    model = next((p for p in parts if p in MODELS), "resnet20")
-    unknown = [p for p in parts if p not in MODELS and p != "smoke"]
-    if unknown:
-        raise ValueError(f"Unknown config variant(s) {unknown}; valid: smoke, {', '.join(MODELS)}")
-
-    config = ml_collections.ConfigDict()
-    config.model = model
-    config.model_kwargs = ml_collections.ConfigDict({"num_classes": 10})
-
-    config.dataset = default_dataset_config()
-    config.dataset.name = "cifar10"
-    config.dataset.mean = CIFAR_MEAN
-    config.dataset.std = CIFAR_STD
-    config.dataset.augment = "mirror, random_crop(pad=4)"
-
-    config.task = "classification"
-    config.task_kwargs = ml_collections.ConfigDict({"label_smoothing": 0.0, "topk": (5,)})
-    config.optimizer = ml_collections.ConfigDict(
-        {
-            "name": "momentum",
-            "learning_rate": 0.1,
-            "momentum": 0.9,
-            "schedule": "step",
-            "decay_boundaries": (0.5, 0.75),
-            "decay_factor": 0.1,
-            "warmup_steps": 0,
-            "weight_decay": 1e-4,
-        }
+    arg = common.parse_arg(arg, models=MODELS, model="resnet20", smoke=False)
+    optimizer = common.momentum(0.1, **STEP_DECAY)  # /10 at 32k and 48k steps
+    config = common.classification(
+        arg.model, {"num_classes": 10}, common.cifar10_dataset(), optimizer
     )
-    config.batch_size = 128
-    config.eval_batch_size = 500
-    config.num_train_steps = 64_000
-    config.log_every_steps = 200
-    config.eval_every_steps = 4_000
-    config.checkpoint_every_steps = 2_000
-    config.keep_checkpoints = 3
-    config.seed = 0
-    config.parallel = "auto"
-    config.dtype = "float32"
-    config.conv_impl = "xla"
-
-    if "smoke" in parts:
-        config.dataset.name = "sklearn_digits"
-        config.dataset.image_size = (32, 32)
-        config.dataset.channels = 1
-        config.dataset.mean = (0.5,)
-        config.dataset.std = (0.5,)
-        config.batch_size = 8
-        config.eval_batch_size = 120
-        config.num_train_steps = 3
-        config.log_every_steps = 1
-        config.eval_every_steps = 3
-        config.checkpoint_every_steps = 3
+    common.set_run(
+        config, batch_size=128, eval_batch_size=500, num_train_steps=64_000,
+        log_every_steps=200, eval_every_steps=4_000, checkpoint_every_steps=2_000,
+    )  # fmt: skip
+    if arg.smoke:  # the offline digits, with CIFAR's flips and crops
+        common.digits_smoke(config, 3)
+        config.dataset.augment = common.CIFAR_AUGMENT
     return config

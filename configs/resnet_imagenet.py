@@ -23,60 +23,22 @@ from __future__ import annotations
 
 import ml_collections
 
-from convjax.data.config import digits_dataset, imagenet_dataset
+from configs import common
 
 MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-IMAGENET_TRAIN = 1_281_167
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "").split(",") if p]
-    unknown = [p for p in parts if p not in MODELS + ("smoke", "imagenette")]
-    if unknown:
-        raise ValueError(
-            f"Unknown config variant(s) {unknown}; valid: smoke, imagenette, {', '.join(MODELS)}"
-        )
-    imagenette = "imagenette" in parts
-    config = ml_collections.ConfigDict()
-    config.model = next((p for p in parts if p in MODELS), "resnet50")
-    config.model_kwargs = ml_collections.ConfigDict({"num_classes": 10 if imagenette else 1000})
-    config.dataset = imagenet_dataset(imagenette)
-    config.task = "classification"
-    config.task_kwargs = ml_collections.ConfigDict({"label_smoothing": 0.0, "topk": (5,)})
-    config.batch_size = 256
-    epochs = 40 if imagenette else 90
-    train_size = 9_469 if imagenette else IMAGENET_TRAIN
-    config.num_train_steps = epochs * train_size // config.batch_size
-    config.optimizer = ml_collections.ConfigDict(
-        {
-            "name": "momentum",
-            "learning_rate": 0.1 * config.batch_size / 256,
-            "momentum": 0.9,
-            "schedule": "cosine" if imagenette else "step",
-            "decay_boundaries": (1 / 3, 2 / 3),
-            "decay_factor": 0.1,
-            "warmup_steps": 0,
-            "weight_decay": 1e-4,
-        }
+    arg = common.parse_arg(arg, models=MODELS, model="resnet50", smoke=False, imagenette=False)
+    batch_size = 256
+    optimizer = common.imagenet_momentum(
+        0.1 * batch_size / 256, arg.imagenette, weight_decay=1e-4
+    )  # 0.1 per 256 images
+    config = common.imagenet_classification(
+        arg.model, arg.imagenette, batch_size=batch_size, epochs=90, optimizer=optimizer
     )
-    config.eval_batch_size = 500
-    config.log_every_steps = 100
-    config.eval_every_steps = config.num_train_steps // epochs * 5
-    config.checkpoint_every_steps = 1_000
-    config.keep_checkpoints = 3
-    config.seed = 0
-    config.parallel = "auto"
-    config.dtype = "bfloat16"
-    config.conv_impl = "xla"
-
-    if "smoke" in parts:
-        config.model_kwargs.num_classes = 10
-        config.dataset = digits_dataset(64, channels=3)
-        config.batch_size = 8
-        config.eval_batch_size = 120
-        config.num_train_steps = 2
-        config.log_every_steps = 1
-        config.eval_every_steps = 2
-        config.checkpoint_every_steps = 2
-        config.dtype = "float32"
+    epochs = 40 if arg.imagenette else 90
+    config.eval_every_steps = config.num_train_steps // epochs * 5  # every 5 epochs
+    if arg.smoke:
+        common.digits_smoke(config, 2, image_size=64, channels=3)
     return config

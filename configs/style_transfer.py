@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -71,13 +73,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every = 10
     config.save_every = 0  # write the image every N iterations (0: never)
 
-    if arg == "smoke":
+    if common.parse_arg(arg, smoke=False).smoke:
         config.image_size = 48
         config.num_steps = 20
         config.network.arch = "vgg16"
         config.style_layers = ml_collections.ConfigDict({"relu1_1": 0.5, "relu2_1": 0.5})
         config.content_layers = ml_collections.ConfigDict({"relu3_1": 1.0})
         config.log_every = 5
-    elif arg:
-        raise ValueError(f"Unknown config variant {arg!r}; valid: smoke")
     return config

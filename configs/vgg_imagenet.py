@@ -24,63 +24,22 @@ from __future__ import annotations
 
 import ml_collections
 
-from convjax.data.config import digits_dataset, imagenet_dataset
+from configs import common
 
 MODELS = tuple(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn"))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "").split(",") if p]
-    unknown = [p for p in parts if p not in MODELS + ("smoke", "imagenette")]
-    if unknown:
-        raise ValueError(
-            f"Unknown config variant(s) {unknown}; valid: smoke, imagenette, {', '.join(MODELS)}"
-        )
-    imagenette = "imagenette" in parts
-    config = ml_collections.ConfigDict()
-    config.model = next((p for p in parts if p in MODELS), "vgg16_bn")
-    config.model_kwargs = ml_collections.ConfigDict(
-        {"num_classes": 10 if imagenette else 1000, "pool": "max", "dropout_rate": 0.5}
+    arg = common.parse_arg(arg, models=MODELS, model="vgg16_bn", smoke=False, imagenette=False)
+    optimizer = common.imagenet_momentum(
+        0.01, arg.imagenette, weight_decay=5e-4, warmup_steps=500
     )
-    config.dataset = imagenet_dataset(imagenette)
-    config.task = "classification"
-    config.task_kwargs = ml_collections.ConfigDict({"label_smoothing": 0.0, "topk": (5,)})
-    config.batch_size = 256
-    epochs = 40 if imagenette else 74
-    config.num_train_steps = epochs * (9_469 if imagenette else 1_281_167) // config.batch_size
-    config.optimizer = ml_collections.ConfigDict(
-        {
-            "name": "momentum",
-            "learning_rate": 0.01,
-            "momentum": 0.9,
-            "schedule": "cosine" if imagenette else "step",
-            "decay_boundaries": (1 / 3, 2 / 3),
-            "decay_factor": 0.1,
-            "warmup_steps": 500,
-            "weight_decay": 5e-4,
-        }
-    )
-    config.eval_batch_size = 500
-    config.log_every_steps = 100
-    config.eval_every_steps = config.num_train_steps // 10
-    config.checkpoint_every_steps = 1_000
-    config.keep_checkpoints = 3
-    config.seed = 0
-    config.parallel = "auto"
-    config.dtype = "bfloat16"
-    config.conv_impl = "xla"
-
-    if "smoke" in parts:
-        config.model_kwargs = ml_collections.ConfigDict(
-            {"num_classes": 10, "adaptive_pool_size": 1, "fc_width": 64}
-        )
-        config.dataset = digits_dataset(32, channels=3)
-        config.batch_size = 8
-        config.eval_batch_size = 120
-        config.num_train_steps = 2
-        config.log_every_steps = 1
-        config.eval_every_steps = 2
-        config.checkpoint_every_steps = 2
-        config.optimizer.warmup_steps = 0
-        config.dtype = "float32"
+    config = common.imagenet_classification(
+        arg.model, arg.imagenette, batch_size=256, epochs=74, optimizer=optimizer,
+        model_kwargs={"pool": "max", "dropout_rate": 0.5},
+    )  # fmt: skip
+    if arg.smoke:
+        # A global-pooled 64-wide classifier: the 32x32 digits are smaller than 224.
+        config.model_kwargs = ml_collections.ConfigDict({"adaptive_pool_size": 1, "fc_width": 64})
+        common.digits_smoke(config, 2, image_size=32, channels=3)
     return config
