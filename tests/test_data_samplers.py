@@ -111,7 +111,7 @@ def test_lfw_config_and_example_function():
     from configs import facenet_lfw
     from convjax.data.identities import lfw_identities_example
 
-    config = facenet_lfw.get_config("smoke")
+    config = facenet_lfw.get_config()
     assert config.dataset.example_fn == "lfw_identities" and config.model == "embedding"
     image = tf.constant(np.random.default_rng(0).integers(0, 255, (250, 250, 3), np.uint8))
     out = lfw_identities_example({"image": image, "label": tf.constant("Ann_Smith")}, config)
