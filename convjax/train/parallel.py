@@ -47,15 +47,27 @@ class Strategy(abc.ABC):
     def num_devices(self) -> int:
         """Devices over which the global batch is split (all hosts together)."""
 
-    def check_batch_size(self, global_batch_size: int) -> None:
-        """Raises ``ValueError`` unless the global batch divides over devices and hosts."""
+    def check_batch_size(self, global_batch_size: int, field: str = "batch_size") -> None:
+        """Raises ``ValueError`` unless the global batch divides over devices and hosts.
+
+        ``field`` names the config field the size came from (``batch_size``,
+        ``eval_batch_size``), so the message tells the user which one to change.
+        """
         n, hosts = self.num_devices, jax.process_count()
-        if global_batch_size <= 0 or global_batch_size % n or global_batch_size % hosts:
-            lower = max(n, global_batch_size // n * n)
+        size = global_batch_size
+        if size <= 0 or size % n or size % hosts:
+            lower = max(n, size // n * n)
+            hint = ""
+            if hosts == 1 and jax.default_backend() == "cpu":
+                hint = (
+                    ", or unset XLA_FLAGS so that experiments/train.py picks a CPU device "
+                    "count that divides the batch sizes"
+                )
             raise ValueError(
-                f"batch_size {global_batch_size} does not divide over {n} device(s) "
+                f"{field} {size} does not divide over {n} device(s) "
                 f"({jax.local_device_count()} per host x {hosts} host(s)) with the "
-                f"{self.name!r} strategy; use a multiple of {n}, e.g. {lower} or {lower + n}."
+                f"{self.name!r} strategy; set {field} to a multiple of {n}, e.g. {lower} or "
+                f"{lower + n}{hint}."
             )
 
     @abc.abstractmethod
