@@ -25,7 +25,7 @@ import ml_collections  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from convjax.train.loop import train_and_evaluate  # noqa: E402
+from convjax.runs.train import train_and_evaluate  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/plain_vs_residual.py[:variant]")
 _WORKDIR = flags.DEFINE_string("workdir", None, "One sub-directory per net, the figure here.")

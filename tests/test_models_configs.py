@@ -73,7 +73,7 @@ def test_unknown_variants_are_rejected(name):
 def test_finetune_smoke_through_the_train_loop(tmp_path):
     """Pretrained ResNet-20 checkpoint -> frozen backbone + new head, via the real loop."""
     from convjax.train.checkpointing import Checkpointer
-    from convjax.train.loop import train_and_evaluate
+    from convjax.runs.train import train_and_evaluate
     from convjax.train.optimizers import make_optimizer
     from convjax.train.state import TrainState
 

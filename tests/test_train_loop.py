@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convjax.train.loop import train_and_evaluate
+from convjax.runs.train import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

@@ -31,7 +31,12 @@ def config_kwargs(section: Any) -> dict[str, Any]:
 
 
 def build_model(config: ml_collections.ConfigDict, axis_name: str | None = None) -> nn.Module:
-    """The configured model; BatchNorm is synchronised over ``axis_name`` if it has one."""
+    """The configured model; BatchNorm is synchronised over ``axis_name`` if it has one.
+
+    Model fields the config does not set in ``model_kwargs`` are filled from the
+    config when the model has them: ``dtype`` (``config.dtype``), ``axis_name`` and
+    ``conv_impl`` (``config.conv_impl``).
+    """
     ctor = get_model_constructor(config.model)
     kwargs = config_kwargs(config.get("model_kwargs"))
     dtype = config.get("dtype", "float32")
@@ -44,7 +49,29 @@ def build_model(config: ml_collections.ConfigDict, axis_name: str | None = None)
         extra["dtype"] = DTYPES[dtype]
     if "axis_name" in fields and "axis_name" not in kwargs:
         extra["axis_name"] = axis_name
+    if "conv_impl" in fields and "conv_impl" not in kwargs and config.get("conv_impl"):
+        extra["conv_impl"] = config.conv_impl
     return model.clone(**extra) if extra else model
+
+
+def create_train_state(
+    model: nn.Module,
+    task: Task,
+    config: ml_collections.ConfigDict,
+    image_shape: tuple[int, int, int],
+) -> TrainState:
+    """A fresh TrainState (jax arrays): the task's initial variables for a
+    ``[1, H, W, C]`` dummy input and the task's optimizer for ``config.optimizer``.
+
+    Traceable, so ``jax.eval_shape`` gives the state's shapes without initialising
+    anything (see :func:`abstract_train_state`).
+    """
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    dummy = jnp.zeros((1, *image_shape), jnp.float32)
+    variables = dict(task.init_variables(model, init_rng, dummy))
+    params = variables.pop("params")
+    tx = task.make_optimizer(config.optimizer, config.num_train_steps, build=make_optimizer)
+    return TrainState.create(params=params, model_state=variables, tx=tx, rng=state_rng)
 
 
 def init_train_state(
@@ -53,25 +80,17 @@ def init_train_state(
     config: ml_collections.ConfigDict,
     image_shape: tuple[int, int, int],
 ) -> TrainState:
-    """A fresh host-side TrainState; the model is initialised on ``[1, H, W, C]`` inputs.
-
-    Task hooks: ``task.init_variables(model, rng, dummy)`` (e.g. load pretrained
-    weights) and ``task.make_optimizer(optimizer_config, num_steps)``.
-    """
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, state_rng = jax.random.split(rng)
-    dummy = jnp.zeros((1, *image_shape), jnp.float32)
-    init = getattr(task, "init_variables", None)
+    """A fresh host-side TrainState (numpy arrays), initialised on the host CPU."""
     with jax.default_device(jax.local_devices(backend="cpu")[0]):
-        if init is not None:
-            variables = init(model, init_rng, dummy)
-        else:
-            variables = jax.jit(lambda r, x: model.init(r, x, train=False))(init_rng, dummy)
-        variables = dict(variables)
-        params = variables.pop("params")
-        # A task may build its own optimizer (e.g. transfer learning: frozen groups,
-        # per-group learning rates); otherwise the config's optimizer.
-        build_tx = getattr(task, "make_optimizer", None) or make_optimizer
-        tx = build_tx(config.optimizer, config.num_train_steps)
-        state = TrainState.create(params=params, model_state=variables, tx=tx, rng=state_rng)
-        return jax.tree.map(np.asarray, state)
+        return jax.tree.map(np.asarray, create_train_state(model, task, config, image_shape))
+
+
+def abstract_train_state(
+    model: nn.Module,
+    task: Task,
+    config: ml_collections.ConfigDict,
+    image_shape: tuple[int, int, int],
+) -> TrainState:
+    """The TrainState's structure with ``jax.ShapeDtypeStruct`` leaves (nothing computed):
+    the target to restore a checkpoint into."""
+    return jax.eval_shape(lambda: create_train_state(model, task, config, image_shape))

@@ -1,0 +1,239 @@
+"""The workdir: what a training run leaves behind, and how to get a model back from it.
+
+A workdir holds ``config.json`` (the config that produced its checkpoints),
+``checkpoints/`` (orbax), the metrics files and ``results.json``. Every script that
+reads a workdir rebuilds the model from its ``config.json`` with :func:`restore`, so
+overrides given at training time never have to be repeated.
+
+``config.json`` is the config's JSON. JSON has one sequence type and untyped nulls,
+so when a config holds Python lists, or fields declared with another type than their
+value's (typed placeholders such as ``dataset.data_dir``, ``None`` until set), they
+are listed under the extra top-level key ``"__types__"`` (``"lists"``: dotted paths;
+``"fields"``: dotted path -> declared type); every other JSON array is read back as a
+tuple. :func:`load_config` of :func:`save_config` gives back an
+equal config with the same types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from convjax.data import pipeline
+from convjax.tasks import Task, get_task
+from convjax.train.checkpointing import Checkpointer
+from convjax.train.setup import abstract_train_state, build_model, config_kwargs
+from convjax.train.state import TrainState
+
+CONFIG_JSON = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+RESULTS_JSON = "results.json"
+TYPES_KEY = "__types__"
+TRAIN_COMMAND = "python experiments/train.py --config=configs/<experiment>.py --workdir={workdir}"
+
+_FIELD_TYPES = {t.__name__: t for t in (str, int, float, bool, tuple, list, dict, object)}
+
+
+def _list_paths(value: Any, path: str) -> list[str]:
+    """Paths of the Python lists in ``value`` (a leaf), nested ones included."""
+    if not isinstance(value, list | tuple):
+        return []
+    found = [path] if isinstance(value, list) else []
+    for i, item in enumerate(value):
+        found += _list_paths(item, f"{path}[{i}]")
+    return found
+
+
+def _field_types(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+    """What JSON loses: ``{"lists": [paths of lists], "fields": {path: declared type}}``
+    (declared types of fields, e.g. typed placeholders, that differ from their value's)."""
+    lists: list[str] = []
+    fields: dict[str, str] = {}
+    for key in config.keys():
+        value, path = config[key], f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            inner = _field_types(value, path + ".")
+            lists += inner["lists"]
+            fields |= inner["fields"]
+            continue
+        lists += _list_paths(value, path)
+        declared = config.get_type(key)
+        if declared is not type(value):
+            if _FIELD_TYPES.get(declared.__name__) is not declared:
+                raise ValueError(
+                    f"config field {path!r} is declared {declared!r}; config.json keeps "
+                    f"declared types {', '.join(_FIELD_TYPES)}"
+                )
+            fields[path] = declared.__name__
+    return {"lists": lists, "fields": fields}
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes ``config`` to ``workdir/config.json`` (atomically) and returns the path."""
+    os.makedirs(workdir, exist_ok=True)
+    record = json.loads(config.to_json_best_effort())
+    types = _field_types(config)
+    if types["lists"] or types["fields"]:
+        record[TYPES_KEY] = types
+    path = os.path.join(workdir, CONFIG_JSON)
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def _as_python(value: Any, path: str, types: dict[str, Any]) -> Any:
+    """JSON value -> config value: arrays become tuples (lists where recorded), fields
+    with a recorded declared type become typed references."""
+    if isinstance(value, dict):
+        return {k: _as_python(v, f"{path}.{k}" if path else k, types) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_as_python(v, f"{path}[{i}]", types) for i, v in enumerate(value)]
+        value = items if path in types["lists"] else tuple(items)
+    if path in types["fields"]:
+        declared = _FIELD_TYPES[types["fields"][path]]
+        return ml_collections.FieldReference(value, field_type=declared)
+    return value
+
+
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+    """The ConfigDict that :func:`save_config` wrote as ``text``."""
+    record = json.loads(text)
+    types = {"lists": [], "fields": {}} | record.pop(TYPES_KEY, {})
+    types["lists"] = set(types["lists"])
+    return ml_collections.ConfigDict(_as_python(record, "", types))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run in ``workdir`` was trained with (its ``config.json``)."""
+    path = os.path.join(workdir, CONFIG_JSON)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: {workdir} is not a training workdir. Train first: "
+            + TRAIN_COMMAND.format(workdir=workdir)
+        )
+    with open(path) as f:
+        return config_from_json(f.read())
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """A trained run, back from its workdir.
+
+    ``state``: the host TrainState (numpy arrays) of checkpoint ``step``; ``model`` and
+    ``task`` are built from ``config`` (BatchNorm not synchronised over devices).
+    """
+
+    config: ml_collections.ConfigDict
+    model: nn.Module
+    task: Task
+    state: TrainState
+    step: int
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """``{'params': ..., 'batch_stats': ...}``: what ``model.apply`` takes."""
+        return {"params": self.state.params, **self.state.model_state}
+
+
+def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key in config.keys():
+        value = config[key]
+        if isinstance(value, ml_collections.ConfigDict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def config_diff(
+    old: ml_collections.ConfigDict, new: ml_collections.ConfigDict, *, limit: int = 8
+) -> list[str]:
+    """``'field: old -> new'`` for the (first ``limit``) fields that differ."""
+    a, b = _flatten(old), _flatten(new)
+    missing = object()
+    lines = [
+        f"{key}: {a.get(key, missing)!r} -> {b.get(key, missing)!r}".replace(repr(missing), "unset")
+        for key in sorted(a.keys() | b.keys())
+        if a.get(key, missing) != b.get(key, missing)
+    ]
+    return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+def _shapes(state: TrainState) -> Any:
+    return jax.tree.map(lambda x: (tuple(x.shape), np.dtype(x.dtype)), state.checkpoint_items())
+
+
+def check_compatible(
+    workdir: str,
+    config: ml_collections.ConfigDict,
+    abstract: TrainState,
+    image_shape: tuple[int, int, int],
+) -> None:
+    """Refuses ``config`` when its state (``abstract``, from ``jax.eval_shape``) does not
+    fit the checkpoints that ``workdir``'s ``config.json`` produced; names the fields that
+    differ. A workdir without ``config.json`` is not checked."""
+    if not os.path.isfile(os.path.join(workdir, CONFIG_JSON)):
+        return
+    saved = load_config(workdir)
+    if saved == config:
+        return
+    task = get_task(saved.task, **config_kwargs(saved.get("task_kwargs")))
+    if saved.dataset != config.dataset:
+        image_shape = pipeline.dataset_metadata(saved.dataset).image_shape
+    saved_state = abstract_train_state(build_model(saved), task, saved, image_shape)
+    if _shapes(saved_state) != _shapes(abstract):
+        raise ValueError(
+            f"{workdir} holds checkpoints of another model or optimizer; fields that differ "
+            f"(saved -> given): {'; '.join(config_diff(saved, config))}. "
+            "Use a new --workdir, or the saved config."
+        )
+
+
+def restore_state(
+    checkpointer: Checkpointer, abstract: TrainState, step: int | None = None
+) -> TrainState | None:
+    """Checkpoint ``step`` (default: latest) restored into ``abstract`` (a TrainState of
+    ``jax.ShapeDtypeStruct``, from :func:`~convjax.train.setup.abstract_train_state`) as
+    a host TrainState; ``None`` when there is no checkpoint."""
+    # Read-only zero views: the target's shapes and dtypes without allocating anything.
+    target = jax.tree.map(
+        lambda s: np.broadcast_to(np.zeros((), s.dtype), s.shape), abstract.checkpoint_items()
+    )
+    items = checkpointer.restore(target, step=step)
+    return None if items is None else abstract.replace_from_checkpoint(items)
+
+
+def restore(
+    workdir: str, *, step: int | None = None, config: ml_collections.ConfigDict | None = None
+) -> Restored:
+    """Rebuilds the model and task of ``workdir`` and restores checkpoint ``step``
+    (default: the latest). ``config`` defaults to the workdir's ``config.json``.
+
+    The restore target is built with ``jax.eval_shape`` (no initialisation).
+    """
+    config = load_config(workdir) if config is None else config
+    task = get_task(config.task, **config_kwargs(config.get("task_kwargs")))
+    model = build_model(config)
+    image_shape = pipeline.dataset_metadata(config.dataset).image_shape
+    abstract = abstract_train_state(model, task, config, image_shape)
+    checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR))
+    try:
+        state = restore_state(checkpointer, abstract, step)
+    finally:
+        checkpointer.close()
+    if state is None:
+        raise FileNotFoundError(
+            f"No checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; train first: "
+            + TRAIN_COMMAND.format(workdir=workdir)
+        )
+    return Restored(config=config, model=model, task=task, state=state, step=int(state.step))
