@@ -29,10 +29,10 @@ from absl import logging
 from convjax.data import pipeline
 from convjax.models.checks import check_image_batch
 from convjax.runs import workdir as workdir_lib
+from convjax.runs.metrics import MetricLogger
 from convjax.tasks import Task, get_task
 from convjax.train import loop
 from convjax.train.checkpointing import Checkpointer
-from convjax.train.metric_logging import MetricLogger
 from convjax.train.parallel import Strategy, get_strategy, prefetch_to_device
 from convjax.train.setup import (
     abstract_train_state,

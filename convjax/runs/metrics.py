@@ -1,4 +1,5 @@
-"""Metrics to TensorBoard (clu), a JSON-lines log, a CSV table and a curves PNG."""
+"""A run's metrics in its workdir: TensorBoard (clu), a JSON-lines log, a CSV table and
+a curves PNG."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from collections.abc import Mapping
 
 import numpy as np
 from clu import metric_writers
+from matplotlib.figure import Figure
+
+from convjax.runs.images import save_figure
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
@@ -73,21 +77,16 @@ def write_csv(workdir: str) -> str:
     return path
 
 
-def plot_curves(workdir: str) -> str | None:
-    """training_curves.png: loss and every other metric, train and eval, against step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = read_metrics(workdir)
+def curves_figure(records: list[dict]) -> Figure | None:
+    """Loss first, then every other metric: train (lines) and eval (dots) against step."""
     names = sorted({k for r in records for k in r} - {"step", "split", "time"})
     if not names:
         return None
     names = ["loss"] + [n for n in names if n != "loss"] if "loss" in names else names
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    fig = Figure(figsize=(4.5 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         for split, style in (("train", "-"), ("eval", "o-")):
             points = [(r["step"], r[name]) for r in records if r["split"] == split and name in r]
@@ -100,36 +99,15 @@ def plot_curves(workdir: str) -> str | None:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
-    path = os.path.join(workdir, CURVES_PNG)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
-class Progress:
-    """A one-line progress report with steps/s and ETA."""
-
-    def __init__(self, start_step: int, total_steps: int):
-        self.total = total_steps
-        self.last_step = start_step
-        self.last_time = time.perf_counter()
-        self.steps_per_sec = float("nan")
-
-    def update(self, step: int) -> float:
-        now = time.perf_counter()
-        if step > self.last_step:
-            self.steps_per_sec = (step - self.last_step) / max(now - self.last_time, 1e-9)
-        self.last_step, self.last_time = step, now
-        return self.steps_per_sec
-
-    def line(self, step: int, scalars: Mapping[str, float]) -> str:
-        remaining = (self.total - step) / self.steps_per_sec if self.steps_per_sec > 0 else 0.0
-        eta = time.strftime("%H:%M:%S", time.gmtime(remaining)) if math.isfinite(remaining) else "?"
-        metrics = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
-        return (
-            f"step {step}/{self.total} ({100.0 * step / self.total:.0f}%) | {metrics} | "
-            f"{self.steps_per_sec:.1f} steps/s | ETA {eta}"
-        )
+def plot_curves(workdir: str) -> str | None:
+    """training_curves.png of the workdir's metrics (see :func:`curves_figure`)."""
+    fig = curves_figure(read_metrics(workdir))
+    if fig is None:
+        return None
+    return save_figure(fig, os.path.join(workdir, CURVES_PNG), dpi=100)
