@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.style import images
-from convjax.style.features import IMAGENET_MEAN, IMAGENET_STD, build_feature_net
-from convjax.style.task import StyleTransferTask
-from convjax.style.transfer import build_batch, make_image_optimizer
+from convjax.models.features import IMAGENET_MEAN, IMAGENET_STD, build_feature_net
+from convjax.runs import images
+from convjax.tasks.style import StyleTransferTask, build_batch
+from convjax.train.optimizers import make_optimizer
 from convjax.train.parallel import JitStrategy
 from convjax.train.state import TrainState
 
@@ -41,7 +41,7 @@ def jax_runner(task, content, style, arch: str) -> tuple[float, Callable[[int], 
     net = build_feature_net(task.layers, arch=arch, pool="avg")
     batch = build_batch(net, task, content[None], [style], np.ones(1, np.float32), False)
     strategy = JitStrategy()
-    tx = make_image_optimizer({"name": "adam", "learning_rate": 0.02}, 1000)
+    tx = task.make_optimizer({"name": "adam", "learning_rate": 0.02}, 1000, make_optimizer)
     state = TrainState.create(
         params={"image": jnp.asarray(content[None])},
         tx=tx,

@@ -1,8 +1,10 @@
 r"""Neural style transfer: ``--config=configs/style_transfer.py --workdir=DIR [--config.f=v]``.
 
-Writes ``result.png``, ``panel.png`` (content | style | result), ``cost_curves.png``
-and ``costs.json`` to the workdir; shows each cost term in a progress bar. With no
-``--config.network.weights`` it runs the random-weight VGG and says so.
+Writes ``config.json``, checkpoints, ``result.png``, ``panel.png`` (content | style |
+result), ``cost_curves.png`` and ``costs.json`` to the workdir; shows each cost term
+in a progress bar. With no ``--config.network.weights`` it runs the random-weight VGG
+and says so. ``--workdir=DIR`` alone continues (or re-renders) the run saved there,
+with the config it was started with.
 
 One image cannot be split over devices, so a single image runs on one device with
 XLA's multi-threaded CPU kernels; a batch of content images becomes one simulated
@@ -11,27 +13,39 @@ device per core (as for training), split by the configured strategy.
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from convjax.host_devices import use_all_cpu_cores
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Style-transfer config file.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Style-transfer config file (default: the workdir's config.json)."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Result images, panel and cost curves go here.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = _CONFIG.value
-    num_images = len([s for s in str(config.content).split(",") if s.strip()])
-    if num_images > 1:
-        use_all_cpu_cores()  # before JAX is imported
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # the progress bar speaks; libraries are quiet
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from convjax.style.transfer import stylize
+    from convjax.runs.workdir import CONFIG_JSON, load_config  # starts no JAX backend
 
-    result = stylize(config, _WORKDIR.value, announce=print)
+    config = _CONFIG.value
+    if config is None:
+        if not os.path.isfile(os.path.join(_WORKDIR.value, CONFIG_JSON)):
+            raise app.UsageError(
+                f"{_WORKDIR.value} has no {CONFIG_JSON}: start a run with "
+                f"--config=configs/style_transfer.py --workdir={_WORKDIR.value}"
+            )
+        config = load_config(_WORKDIR.value)
+    if len([s for s in str(config.content).split(",") if s.strip()]) > 1:
+        use_all_cpu_cores()  # before JAX starts its backend
+    from convjax.runs.stylize import stylize
+
+    result = stylize(_CONFIG.value, _WORKDIR.value, announce=print)
     start = {k: result.history[k][0] for k in ("content", "style")}
     print(
         f"style cost {start['style']:.4g} -> {result.final['style']:.4g} "

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -14,9 +15,13 @@ from PIL import Image
 from skimage.color import rgb2yuv
 
 from configs.style_transfer import get_config
+from convjax.models import features as F
 from convjax.models.vgg import conv_init
-from convjax.style import features as F
-from convjax.style import transfer as T
+from convjax.runs import images
+from convjax.runs import stylize as T
+from convjax.runs.workdir import save_config
+from convjax.style.inputs import blend_weights, scale_sizes
+from convjax.style.optimizers import keep_in_range
 
 SHALLOW = {"relu1_1": 0.5, "relu2_1": 0.5}
 
@@ -61,7 +66,7 @@ def test_random_network_keeps_activation_scale_through_all_layers():
     layers = [f"relu{i}_1" for i in range(1, 6)]
     net = F.build_feature_net(layers, arch="vgg19")
     assert not net.pretrained and "random-weight VGG-19" in net.description
-    image = jnp.asarray(T.images.load_image("skimage:astronaut", (64, 64)))[None]
+    image = jnp.asarray(images.load_image("skimage:astronaut", (64, 64)))[None]
     extract = jax.jit(lambda variables, x: dataclasses.replace(net, variables=variables)(x))
     rms = [float(jnp.sqrt(jnp.mean(v**2))) for v in extract(net.variables, image).values()]
     # He fan-in keeps the scale within a small factor from relu1_1 to relu5_1 ...
@@ -98,7 +103,7 @@ def test_pretrained_features_equal_pytorch_vgg19(tmp_path):
 
     net = F.build_feature_net(["relu1_1", "relu3_1", "relu4_2"], arch="vgg19", weights=path)
     assert net.pretrained and path in net.description
-    image = T.images.load_image("skimage:chelsea", (48, 64))
+    image = images.load_image("skimage:chelsea", (48, 64))
     got = jax.jit(net)(jnp.asarray(image)[None])
     x = (torch.from_numpy(image) - torch.tensor(F.IMAGENET_MEAN)) / torch.tensor(F.IMAGENET_STD)
     x = x.permute(2, 0, 1)[None].float()
@@ -120,7 +125,7 @@ def test_unknown_layers_and_archs_name_the_choices():
 
 
 def test_keep_in_range_projects_the_update():
-    tx = optax.chain(optax.sgd(1.0), T.keep_in_range(0.0, 1.0))
+    tx = optax.chain(optax.sgd(1.0), keep_in_range(0.0, 1.0))
     params = jnp.array([0.1, 0.5, 0.9])
     updates, _ = tx.update(jnp.array([1.0, 0.1, -1.0]), tx.init(params), params)
     np.testing.assert_allclose(optax.apply_updates(params, updates), [0.0, 0.4, 1.0], atol=1e-7)
@@ -185,7 +190,7 @@ def test_lbfgs_runs_through_the_generic_step(fast_compile):
 def test_preserve_color_keeps_the_content_chrominance(fast_compile):
     config = small_config(preserve_color=True, num_steps=6)
     result = T.stylize(config, progress=False)
-    content = T.images.load_image("skimage:chelsea", 48)
+    content = images.load_image("skimage:chelsea", 48)
     got, want = rgb2yuv(result.images[0]), rgb2yuv(content)
     unclipped = np.all((result.images[0] > 0.01) & (result.images[0] < 0.99), axis=-1)
     assert unclipped.mean() > 0.5
@@ -225,13 +230,13 @@ def test_multiscale_blend_and_outputs(tmp_path, fast_compile):
 
 
 def test_blend_weights_and_scale_sizes():
-    np.testing.assert_allclose(T.blend_weights("3,1", 2), [0.75, 0.25])
-    np.testing.assert_allclose(T.blend_weights("", 3), [1 / 3] * 3)
+    np.testing.assert_allclose(blend_weights("3,1", 2), [0.75, 0.25])
+    np.testing.assert_allclose(blend_weights("", 3), [1 / 3] * 3)
     with pytest.raises(ValueError, match="one per style"):
-        T.blend_weights("1,2,3", 2)
-    assert T.scale_sizes((128, 190), 3) == [(32, 48), (64, 95), (128, 190)]
+        blend_weights("1,2,3", 2)
+    assert scale_sizes((128, 190), 3, F.MIN_SIZE) == [(32, 48), (64, 95), (128, 190)]
     with pytest.raises(ValueError, match="fewer scales"):
-        T.scale_sizes((64, 64), 3)
+        scale_sizes((64, 64), 3, F.MIN_SIZE)
 
 
 def test_bad_configs_fail_before_compiling():
@@ -251,22 +256,59 @@ def test_bad_configs_fail_before_compiling():
         T.stylize(small_config(content="skimage:lena"), progress=False)
 
 
-def test_stylize_script_smoke_run(tmp_path):
-    """The user's command, on the smoke config: says its mode and writes the outputs."""
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, fast_compile):
+    """Checkpoints of the optimised images: losing the newest ones costs only time."""
+    config = small_config(image_size=96, num_scales=2, num_steps=4)
+    config.checkpoint_every = 2
+    config.keep_checkpoints = 4
+    whole = T.stylize(config, str(tmp_path), progress=False)
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(int(d) for d in os.listdir(checkpoints) if d.isdigit()) == [2, 4, 6, 8]
+    # Mid-scale (6: scale 1 at its step 2), then at the boundary (4: scale 0 finished).
+    for lost, resumed_at in ((["8"], 6), (["6", "8"], 4)):
+        for step in lost:
+            shutil.rmtree(checkpoints / step)
+        said = []
+        again = T.stylize(config, str(tmp_path), progress=False, announce=said.append)
+        assert f"resuming after iteration {resumed_at} of 8 from the workdir's checkpoint" in said
+        np.testing.assert_allclose(again.images, whole.images, atol=1e-6)
+        assert again.history["step"] == list(range(8))
+        np.testing.assert_allclose(again.history["total"], whole.history["total"], rtol=1e-6)
+        assert again.final == pytest.approx(whole.final, rel=1e-6)
+
+
+def test_a_workdir_keeps_its_config(tmp_path):
+    save_config(small_config(num_steps=2), str(tmp_path))
+    with pytest.raises(ValueError, match="num_steps: 2 -> 3"):
+        T.stylize(small_config(num_steps=3), str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match="no config given"):
+        T.stylize(None, str(tmp_path / "empty"), progress=False)
+
+
+def test_stylize_script_smoke_run_and_rerun_from_the_workdir_alone(tmp_path):
+    """The user's command on the smoke config with overrides, then the workdir alone:
+    the rerun takes the saved config (not the defaults) and its final checkpoint."""
     import subprocess
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-    cmd = [
-        sys.executable,
-        os.path.join(root, "experiments", "stylize.py"),
-        f"--config={os.path.join(root, 'configs', 'style_transfer.py')}:smoke",
-        f"--workdir={tmp_path}",
-    ]
-    out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "feature network: random-weight VGG-16" in out.stdout
-    assert "style cost" in out.stdout and "lower" in out.stdout
-    for name in ("result.png", "panel.png", "cost_curves.png", "costs.json"):
-        assert (tmp_path / name).exists(), name
+    script = os.path.join(root, "experiments", "stylize.py")
+    config = f"--config={os.path.join(root, 'configs', 'style_transfer.py')}:smoke"
+    overrides = ["--config.content=skimage:coffee", "--config.num_steps=6"]
+    runs = []
+    for args in ([config, *overrides], []):
+        cmd = [sys.executable, script, *args, f"--workdir={tmp_path}"]
+        out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "feature network: random-weight VGG-16" in out.stdout
+        assert "style cost" in out.stdout and "lower" in out.stdout
+        for name in ("result.png", "panel.png", "cost_curves.png", "costs.json", "config.json"):
+            assert (tmp_path / name).exists(), name
+        runs.append((out.stdout, json.loads((tmp_path / "costs.json").read_text())))
+    assert "resuming" not in runs[0][0]
+    assert "resuming after iteration 6 of 6" in runs[1][0]
+    assert json.loads((tmp_path / "config.json").read_text())["content"] == "skimage:coffee"
+    assert runs[0][1]["history"]["step"] == list(range(6))  # the override, not the smoke's 20
+    assert runs[1][1] == runs[0][1]
+    assert np.asarray(Image.open(tmp_path / "result.png")).shape == (32, 48, 3)

@@ -5,6 +5,7 @@ from convjax.tasks import (
     detection,  # noqa: F401  (registers tasks)
     embedding,  # noqa: F401  (registers tasks)
     localization,  # noqa: F401  (registers tasks)
+    style,  # noqa: F401  (registers tasks)
     transfer,  # noqa: F401  (registers tasks)
     verification,  # noqa: F401  (registers tasks)
 )

@@ -1,4 +1,4 @@
-"""The frozen feature network of style transfer: the model zoo's VGG with Gatys names.
+"""A frozen VGG feature network (style transfer's): the model zoo's VGG with Gatys names.
 
 Layers are the zoo VGG's taps (:mod:`convjax.models.taps`): ``conv1_1 ... conv5_4``
 (before the ReLU), ``relu1_1 ... relu5_4`` and ``pool1 ... pool5``. Gatys et al.'s
@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.models import get_model
 from convjax.models.convert import load_torchvision
+from convjax.models.registry import get_model
 from convjax.models.taps import check_layers, extract_features
 
 PyTree = Any

@@ -14,27 +14,40 @@ So a batch of content images (or content/style pairs) is split over devices by t
 generic train step exactly like a batch of examples: each device gathers its own
 images, and the step's gradient average over devices delivers every image its own
 gradient. The loss is the mean of the per-image costs over the global batch.
+
+The "model" the task's hooks receive is the frozen feature network
+(:class:`convjax.models.features.FeatureNet`); :func:`build_batch` makes the batch of
+targets from content and style images. ``get_task('style_transfer', ...)`` builds one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 
 from convjax.losses import style as costs
+from convjax.models.features import FeatureNet
 from convjax.style.color import gray_to_rgb
-from convjax.style.features import FeatureNet
-from convjax.tasks.base import Batch, EvalFn, LossFn
+from convjax.style.optimizers import keep_in_range, safeguarded_lbfgs
+from convjax.tasks.base import Batch, EvalFn, LossFn, Task
+from convjax.tasks.registry import register_task
+
+COST_NAMES = ("content", "style", "tv", "total")
 
 
 def content_key(layer: str) -> str:
+    """The batch key of the content activations at ``layer``."""
     return f"content/{layer}"
 
 
 def gram_key(layer: str) -> str:
+    """The batch key of the target Gram matrices at ``layer``."""
     return f"gram/{layer}"
 
 
@@ -43,8 +56,9 @@ def network_input(images: jax.Array) -> jax.Array:
     return gray_to_rgb(images) if images.shape[-1] == 1 else images
 
 
+@register_task("style_transfer")
 @dataclass(frozen=True)
-class StyleTransferTask:
+class StyleTransferTask(Task):
     """J(G) = alpha J_content + beta J_style + gamma TV, per generated image.
 
     content_layers / style_layers: layer -> weight (lambda_l); normalization: one of
@@ -98,6 +112,34 @@ class StyleTransferTask:
         )
         return {"content": content, "style": style, "tv": tv, "total": total}
 
+    def make_optimizer(
+        self,
+        optimizer_config: Mapping[str, Any],
+        num_steps: int,
+        build: Callable[[Mapping[str, Any], int], optax.GradientTransformation],
+    ) -> optax.GradientTransformation:
+        """The optimizer of the pixels, followed by
+        :func:`~convjax.style.optimizers.keep_in_range` (pixels stay in [0, 1]).
+
+        ``name='lbfgs'`` is :func:`~convjax.style.optimizers.safeguarded_lbfgs`: no line
+        search, a fixed step ``learning_rate`` (1.0 is the classic choice, as in
+        PyTorch's and Torch7's L-BFGS used by the PyTorch tutorial and
+        jcjohnson/neural-style), ``memory_size`` and ``max_step`` from the config. A
+        line search needs the objective inside ``tx.update``, which the generic step
+        does not pass: under ``pmap``/``shard_map`` each device would evaluate only
+        its own images and the replicated parameters would drift apart. Every other
+        name goes to ``build`` (:func:`convjax.train.optimizers.make_optimizer`).
+        """
+        if optimizer_config["name"] == "lbfgs":
+            tx = safeguarded_lbfgs(
+                float(optimizer_config["learning_rate"]),
+                memory_size=int(optimizer_config.get("memory_size", 10) or 10),
+                max_step=float(optimizer_config.get("max_step", 0.05) or 0.05),
+            )
+        else:
+            tx = build(optimizer_config, num_steps)
+        return optax.chain(tx, keep_in_range(0.0, 1.0))
+
     def loss_fn(self, feature_net: FeatureNet) -> LossFn:
         def loss_fn(params, model_state, batch: Batch, rng):
             images = params["image"][batch["index"]]
@@ -116,3 +158,47 @@ class StyleTransferTask:
             return {**sums, "count": jnp.sum(mask)}
 
         return eval_fn
+
+
+def build_batch(
+    feature_net: FeatureNet,
+    task: StyleTransferTask,
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    weights: np.ndarray,
+    pair_styles: bool,
+) -> dict[str, np.ndarray]:
+    """The constant batch of targets (see the module docstring).
+
+    content: [N, H, W, C] what the network sees of each content image (C = 1 for
+    luminance); styles: S images [H_s, W_s, C]; ``pair_styles`` gives content ``i``
+    style ``i``, otherwise every content gets the blend of all styles with
+    ``weights: [S]``. Style Gram matrices are rescaled to the generated image's number
+    of positions (``G_S * M_G / M_S``), so a style image of another size
+    (``style_scale``) asks for the same statistics per position.
+    """
+    extract = jax.jit(lambda x: feature_net(network_input(x)))
+    content_features = {k: np.asarray(v) for k, v in extract(jnp.asarray(content)).items()}
+    n = content.shape[0]
+    batch: dict[str, np.ndarray] = {"index": np.arange(n, dtype=np.int32)}
+    for layer in task.content_layers:
+        batch[content_key(layer)] = content_features[layer]
+
+    def per_position_grams(style: np.ndarray) -> dict[str, np.ndarray]:
+        feats = extract(jnp.asarray(style)[None])
+        out = {}
+        for layer in task.style_layers:
+            m_style = feats[layer].shape[1] * feats[layer].shape[2]
+            m_generated = content_features[layer].shape[1] * content_features[layer].shape[2]
+            out[layer] = np.asarray(costs.gram_matrix(feats[layer])[0]) * (m_generated / m_style)
+        return out
+
+    style_grams = [per_position_grams(s) for s in styles]
+    for layer in task.style_layers:
+        if pair_styles:
+            grams = np.stack([g[layer] for g in style_grams])
+        else:
+            blended = sum(w * g[layer] for w, g in zip(weights, style_grams, strict=True))
+            grams = np.broadcast_to(blended, (n, *blended.shape))
+        batch[gram_key(layer)] = np.ascontiguousarray(grams, np.float32)
+    return batch

@@ -1,0 +1,577 @@
+"""Neural style transfer, run through the generic train step and step loop.
+
+The generated images are the optimised pytree (``TrainState.params``); the VGG
+feature network is frozen and closed over in the task's loss. Content activations
+and style Gram matrices are computed once per scale and travel as the (constant)
+batch, so a batch of content images, or of content/style pairs, is split over
+devices by the same strategies (``jit``, ``pmap``, ``shard_map``) as training, and
+:func:`convjax.train.loop.run_steps` drives the iterations.
+
+A workdir holds ``config.json``, orbax checkpoints of the optimised images (with the
+cost history), the result images, the panel, the cost curves and ``costs.json``. A
+run resumes from its newest checkpoint; given the workdir alone it continues (or
+re-renders) with the saved config.
+
+Entry point: :func:`stylize` (``experiments/stylize.py`` is a thin wrapper).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from convjax.models.features import MIN_SIZE, FeatureNet, build_feature_net
+from convjax.ops.images import fit_image, resize_image
+from convjax.runs import images
+from convjax.runs.workdir import CHECKPOINT_DIR, CONFIG_JSON, config_diff, load_config, save_config
+from convjax.style import color
+from convjax.style.inputs import blend_weights, check_init, initial_images, scale_sizes
+from convjax.tasks import get_task
+from convjax.tasks.style import COST_NAMES, StyleTransferTask, build_batch
+from convjax.train.checkpointing import Checkpointer, CorruptCheckpointError
+from convjax.train.loop import Every, evaluate, run_steps
+from convjax.train.optimizers import make_optimizer
+from convjax.train.parallel import JitStrategy, ShardMapStrategy, Strategy, get_strategy
+from convjax.train.state import TrainState
+
+COSTS_JSON = "costs.json"
+CHECKPOINT_EVERY = 100  # iterations between checkpoints (and at the end of every scale)
+STYLIZE_COMMAND = "python experiments/stylize.py --config=configs/style_transfer.py --workdir={}"
+_TASK_FIELDS = (
+    "content_layers",
+    "style_layers",
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "normalization",
+    "tv_kind",
+)
+_DEFAULT_OPTIMIZER = {"name": "adam", "learning_rate": 0.02}
+
+
+def _get(config: Mapping[str, Any], key: str, default: Any) -> Any:
+    value = config.get(key, default) if hasattr(config, "get") else default
+    return default if value is None else value
+
+
+def split_specs(spec: str | Sequence[str]) -> list[str]:
+    """``'a.png,skimage:chelsea'`` or a sequence -> a list of image specs."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    items = [s.strip() for s in items if s and s.strip()]
+    if not items:
+        raise ValueError("no image given; e.g. --config.content=skimage:chelsea")
+    return items
+
+
+def choose_strategy(name: str, batch_size: int) -> Strategy:
+    """The named strategy; ``'auto'`` takes shard_map over the most devices that divide
+    ``batch_size`` (jit for one image), since one image cannot be split."""
+    if name != "auto":
+        strategy = get_strategy(name)
+        strategy.check_batch_size(batch_size)
+        return strategy
+    n = max(d for d in range(1, jax.device_count() + 1) if batch_size % d == 0)
+    return JitStrategy() if n == 1 else ShardMapStrategy(jax.devices()[:n])
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A style-transfer config, read and checked before anything compiles."""
+
+    task: StyleTransferTask
+    content_specs: list[str]
+    style_specs: list[str]
+    pair_styles: bool
+    weights: np.ndarray  # [S] blend weights
+    preserve_color: bool
+    init: str
+    num_steps: int  # per scale
+    log_every: int
+    save_every: int
+    checkpoint_every: int
+    seed: int
+    config: Mapping[str, Any]
+
+    @property
+    def channels(self) -> int:
+        """Channels of the optimised images: 1 (luminance) or 3."""
+        return 1 if self.preserve_color else 3
+
+
+def read_plan(config: Mapping[str, Any]) -> Plan:
+    """Reads ``config`` (see configs/style_transfer.py); bad values raise ``ValueError``."""
+    defaults = StyleTransferTask()
+    fields = {key: _get(config, key, getattr(defaults, key)) for key in _TASK_FIELDS}
+    fields["content_layers"] = dict(fields["content_layers"])
+    fields["style_layers"] = dict(fields["style_layers"])
+    task = get_task("style_transfer", **fields)
+    content_specs = split_specs(_get(config, "content", "skimage:chelsea"))
+    style_specs = split_specs(_get(config, "style", "skimage:immunohistochemistry"))
+    pair_styles = bool(_get(config, "pair_styles", False))
+    if pair_styles and len(style_specs) != len(content_specs):
+        raise ValueError(
+            f"pair_styles needs one style per content image; got {len(content_specs)} "
+            f"content and {len(style_specs)} style image(s)"
+        )
+    preserve_color = bool(_get(config, "preserve_color", False))
+    if preserve_color and len(content_specs) > 1 and not pair_styles:
+        raise ValueError(
+            "preserve_color with several content images needs pair_styles=True "
+            "(each style's luminance is matched to its own content image)"
+        )
+    init = str(_get(config, "init", "content"))
+    check_init(init)
+    return Plan(
+        task=task,
+        content_specs=content_specs,
+        style_specs=style_specs,
+        pair_styles=pair_styles,
+        weights=blend_weights(_get(config, "style_blend_weights", None), len(style_specs)),
+        preserve_color=preserve_color,
+        init=init,
+        num_steps=int(_get(config, "num_steps", 300)),
+        log_every=max(1, int(_get(config, "log_every", 10))),
+        save_every=int(_get(config, "save_every", 0)),
+        checkpoint_every=int(_get(config, "checkpoint_every", CHECKPOINT_EVERY)),
+        seed=int(_get(config, "seed", 0)),
+        config=config,
+    )
+
+
+def resolve_config(
+    config: ml_collections.ConfigDict | None, workdir: str | None
+) -> ml_collections.ConfigDict:
+    """The config to run: ``config``, or the workdir's ``config.json`` when ``config`` is
+    ``None``. A ``config`` that differs from the one saved in ``workdir`` is refused."""
+    saved = workdir is not None and os.path.isfile(os.path.join(workdir, CONFIG_JSON))
+    if config is None:
+        if not saved:
+            raise ValueError(
+                f"no config given and no {CONFIG_JSON} in {workdir}; start a run with "
+                + STYLIZE_COMMAND.format(workdir or "DIR")
+            )
+        return load_config(workdir)
+    if saved:
+        diff = config_diff(load_config(workdir), config)
+        if diff:
+            raise ValueError(
+                f"{workdir} holds a style-transfer run with another config; fields that "
+                f"differ (saved -> given): {'; '.join(diff)}. Give the workdir alone to "
+                "continue the saved run, or use a new --workdir."
+            )
+    return config
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _feature_net(plan: Plan) -> FeatureNet:
+    network = _get(plan.config, "network", {})
+    return build_feature_net(
+        plan.task.layers,
+        arch=str(_get(network, "arch", "vgg19")),
+        pool=str(_get(network, "pool", "avg")),
+        weights=_get(network, "weights", None) or None,
+        seed=int(_get(network, "seed", 0)),
+    )
+
+
+def _scale_inputs(
+    plan: Plan, contents_full: np.ndarray, styles_full: Sequence[np.ndarray], size: Sequence[int]
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, list[np.ndarray]]:
+    """The images of one scale: content RGB [N, h, w, 3], the styles' RGB at
+    ``style_scale``, and what the network sees of each (luminance with
+    ``preserve_color``: each style's matched to its content's mean and std)."""
+    contents_rgb = np.stack([resize_image(c, size) for c in contents_full])
+    style_side = max(1, round(float(_get(plan.config, "style_scale", 1.0)) * max(size)))
+    styles_rgb = [fit_image(s, style_side) for s in styles_full]
+    if not plan.preserve_color:
+        return contents_rgb, styles_rgb, contents_rgb, styles_rgb
+    content_net = np.asarray(color.luminance(jnp.asarray(contents_rgb)))
+    styles_net = [
+        np.asarray(
+            color.match_luminance(
+                color.luminance(jnp.asarray(style)), content_net[i if plan.pair_styles else 0]
+            )
+        )
+        for i, style in enumerate(styles_rgb)
+    ]
+    return contents_rgb, styles_rgb, content_net, styles_net
+
+
+def _outputs(opt_images: np.ndarray, content_rgb: np.ndarray, preserve_color: bool) -> np.ndarray:
+    """Optimised images [N, H, W, 1|3] -> RGB [N, H, W, 3] (luminance + content colours)."""
+    if preserve_color:
+        return np.asarray(
+            color.recombine_luminance(jnp.asarray(opt_images), jnp.asarray(content_rgb))
+        )
+    return np.clip(opt_images, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass
+class StylizeResult:
+    """images: [N, H, W, 3] RGB results in [0, 1]; history: per-iteration costs
+    (batch means) with 'step' and 'scale'; final: costs at the results; files: what
+    was written to the workdir."""
+
+    images: np.ndarray
+    history: dict[str, list[float]]
+    final: dict[str, float]
+    feature_net: str
+    files: dict[str, str]
+
+
+class _Recorder:
+    """Takes each iteration's costs: checks them, keeps the history, moves the bar."""
+
+    def __init__(self, history: dict[str, list], total: int, log_every: int, progress: bool):
+        self.history = history
+        self.log_every = log_every
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=len(history["step"]), desc="stylize", unit="it")
+
+    def on_step(self, iteration: int, scale: int, last: bool, costs: Mapping[str, float]) -> None:
+        bad = [k for k, v in costs.items() if not math.isfinite(float(v))]
+        if bad:
+            raise FloatingPointError(
+                f"style transfer diverged at iteration {iteration}: {bad} not finite; lower "
+                "the learning rate or the style weight"
+            )
+        self.history["step"].append(iteration)
+        self.history["scale"].append(scale)
+        for k in COST_NAMES:
+            self.history[k].append(costs[k])
+        if self.bar is not None and ((iteration + 1) % self.log_every == 0 or last):
+            self.bar.n = iteration + 1
+            self.bar.set_postfix({k: f"{costs[k]:.3g}" for k in COST_NAMES}, refresh=False)
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _empty_history() -> dict[str, list]:
+    return {"step": [], "scale": [], **{k: [] for k in COST_NAMES}}
+
+
+def _history_arrays(history: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
+    """The history as arrays for a checkpoint (the costs are float32 values: exact)."""
+    return {
+        k: np.asarray(v, np.int32 if k in ("step", "scale") else np.float32)
+        for k, v in history.items()
+    }
+
+
+class _ImageCheckpoints:
+    """Orbax checkpoints of the optimised images' TrainState and the cost history,
+    numbered by the iterations done over all scales."""
+
+    def __init__(self, workdir: str, keep: int):
+        self.checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=keep)
+
+    def save(self, done: int, host_state: TrainState, history: Mapping[str, list]) -> None:
+        items = {**host_state.checkpoint_items(), "history": _history_arrays(history)}
+        self.checkpointer.save(done, items)
+
+    def restore(
+        self, target: Callable[[int], TrainState], announce: Callable[[str], None]
+    ) -> tuple[int, TrainState, dict[str, list]] | None:
+        """The newest readable checkpoint: (iterations done, host state, history)."""
+        for done in reversed(self.checkpointer.all_steps()):
+            state = target(done)
+            history = {k: np.zeros(done) for k in _empty_history()}
+            items = {**state.checkpoint_items(), "history": _history_arrays(history)}
+            try:
+                restored = self.checkpointer.restore(items, step=done)
+            except CorruptCheckpointError as error:
+                announce(f"{error}; trying the previous checkpoint")
+                continue
+            history = {k: v.tolist() for k, v in restored.pop("history").items()}
+            return done, state.replace_from_checkpoint(restored), history
+        return None
+
+    def close(self) -> None:
+        self.checkpointer.close()
+
+
+def _fresh_state(plan: Plan, start: np.ndarray) -> TrainState:
+    """A host TrainState for images ``start: [N, h, w, C]`` with the task's optimizer."""
+    tx = plan.task.make_optimizer(
+        _get(plan.config, "optimizer", _DEFAULT_OPTIMIZER), plan.num_steps, make_optimizer
+    )
+    key = jax.random.key_data(jax.random.key(plan.seed))
+    state = TrainState.create(params={"image": jnp.asarray(start)}, tx=tx, rng=key)
+    # Host copies, so no two leaves share a buffer (L-BFGS keeps the params in its
+    # state) when the step donates the state.
+    return jax.tree.map(np.array, state)
+
+
+def _run_scale(
+    plan: Plan,
+    feature_net: FeatureNet,
+    strategy: Strategy,
+    batch: dict[str, np.ndarray],
+    state: TrainState,
+    *,
+    on_step: Callable[[int, dict[str, float]], None],
+    every: Sequence[Every],
+) -> tuple[TrainState, dict[str, float]]:
+    """Runs the host ``state`` from its step to ``plan.num_steps`` through the generic
+    train step; returns the host state and the costs at its images (the eval step)."""
+    train_step = strategy.compile_train_step(plan.task.loss_fn(feature_net))
+    placed = run_steps(
+        train_step,
+        strategy.put_state(state),
+        itertools.repeat(strategy.put_batch(batch)),
+        get_metrics=strategy.get_metrics,
+        start_step=int(state.step),
+        num_steps=plan.num_steps,
+        log_every=1,  # every iteration's costs go into the history
+        on_log=on_step,
+        every=every,
+    )
+    eval_step = strategy.compile_eval_step(plan.task.eval_fn(feature_net))
+    eval_batch = {**batch, "mask": np.ones(len(batch["index"]), np.float32)}
+    costs = evaluate(strategy, eval_step, placed, [eval_batch])
+    return strategy.get_state(placed), {k: costs[k] for k in COST_NAMES}
+
+
+def _callbacks(
+    plan: Plan,
+    strategy: Strategy,
+    workdir: str | None,
+    checkpoints: _ImageCheckpoints | None,
+    history: Mapping[str, list],
+    scale: int,
+    contents_rgb: np.ndarray,
+) -> list[Every]:
+    """Snapshots every ``save_every`` iterations (``iterations/scale<s>_<step>_<i>.png``)
+    and checkpoints every ``checkpoint_every`` and at the end of the scale."""
+    every = []
+    if workdir and plan.save_every > 0:
+
+        def snapshot(step: int, state: TrainState) -> None:
+            if step % plan.save_every == 0:
+                opt = np.asarray(strategy.get_state(state.params)["image"])
+                for i, image in enumerate(_outputs(opt, contents_rgb, plan.preserve_color)):
+                    name = f"scale{scale}_{step:05d}_{i}.png"
+                    images.save_png(image, os.path.join(workdir, "iterations", name))
+
+        every.append(Every(plan.save_every, snapshot))
+    if checkpoints is not None:
+
+        def checkpoint(step: int, state: TrainState) -> None:
+            checkpoints.save(scale * plan.num_steps + step, strategy.get_state(state), history)
+
+        every.append(Every(plan.checkpoint_every, checkpoint))
+    return every
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """The full-size content images [N, H, W, 3], the style images and the scale sizes."""
+
+    contents: np.ndarray
+    styles: list[np.ndarray]
+    sizes: list[tuple[int, int]]
+
+
+def _load_inputs(plan: Plan) -> _Inputs:
+    first = images.load_image(plan.content_specs[0], int(_get(plan.config, "image_size", 256)))
+    size = first.shape[:2]
+    contents = np.stack([first] + [images.load_image(s, size) for s in plan.content_specs[1:]])
+    styles = [images.read_image(s) for s in plan.style_specs]
+    sizes = scale_sizes(size, int(_get(plan.config, "num_scales", 1)), MIN_SIZE)
+    return _Inputs(contents, styles, sizes)
+
+
+def _resume(
+    plan: Plan,
+    inputs: _Inputs,
+    checkpoints: _ImageCheckpoints | None,
+    say: Callable[[str], None],
+) -> tuple[int, TrainState | None, dict[str, list]]:
+    """(first scale to run, its restored host state or None, the history so far)."""
+    if checkpoints is None:
+        return 0, None, _empty_history()
+    n, total = plan.num_steps, plan.num_steps * len(inputs.sizes)
+
+    def target(done: int) -> TrainState:
+        if not 0 < done <= total:
+            raise ValueError(f"checkpoint {done} lies outside this run's {total} iterations")
+        h, w = inputs.sizes[(done - 1) // n]
+        return _fresh_state(plan, np.zeros((len(inputs.contents), h, w, plan.channels)))
+
+    resumed = checkpoints.restore(target, say)
+    if resumed is None:
+        return 0, None, _empty_history()
+    done, state, history = resumed
+    say(f"resuming after iteration {done} of {total} from the workdir's checkpoint")
+    return (done - 1) // n, state, history
+
+
+def _optimise(
+    plan: Plan,
+    inputs: _Inputs,
+    feature_net: FeatureNet,
+    strategy: Strategy,
+    workdir: str | None,
+    checkpoints: _ImageCheckpoints | None,
+    recorder: _Recorder,
+    first_scale: int,
+    state: TrainState | None,
+) -> tuple[np.ndarray, dict[str, float], np.ndarray, list[np.ndarray]]:
+    """Runs the scales from ``first_scale`` (``state``: its restored state, if any).
+
+    Returns the optimised images [N, H, W, C], their costs, and the last scale's
+    content and style RGB images.
+    """
+    current, final = None, {}
+    for scale in range(first_scale, len(inputs.sizes)):
+        size = inputs.sizes[scale]
+        contents_rgb, styles_rgb, content_net, styles_net = _scale_inputs(
+            plan, inputs.contents, inputs.styles, size
+        )
+        batch = build_batch(
+            feature_net, plan.task, content_net, styles_net, plan.weights, plan.pair_styles
+        )
+        if current is not None:
+            state = _fresh_state(plan, np.stack([resize_image(c, size) for c in current]))
+        elif state is None:
+            ratio = float(_get(plan.config, "init_noise_ratio", 0.5))
+            state = _fresh_state(plan, initial_images(content_net, plan.init, ratio, plan.seed))
+        offset = scale * plan.num_steps
+
+        def on_step(step: int, costs: dict[str, float], scale=scale, offset=offset) -> None:
+            recorder.on_step(offset + step - 1, scale, step == plan.num_steps, costs)
+
+        every = _callbacks(
+            plan, strategy, workdir, checkpoints, recorder.history, scale, contents_rgb
+        )
+        state, final = _run_scale(
+            plan, feature_net, strategy, batch, state, on_step=on_step, every=every
+        )
+        current = np.asarray(state.params["image"])
+    return current, final, contents_rgb, styles_rgb
+
+
+def stylize(
+    config: ml_collections.ConfigDict | None,
+    workdir: str | None = None,
+    *,
+    progress: bool = True,
+    announce: Callable[[str], None] | None = None,
+) -> StylizeResult:
+    """Runs style transfer as ``config`` describes (see configs/style_transfer.py).
+
+    ``config=None`` continues the run saved in ``workdir`` (its ``config.json``). With a
+    ``workdir`` it writes ``config.json``, orbax checkpoints (``checkpoints/``, every
+    ``checkpoint_every`` iterations and at the end of every scale; a rerun resumes
+    from the newest), ``result.png`` (``result_<i>.png`` for a batch), ``panel.png``
+    (content | style(s) | result), ``cost_curves.png``, ``costs.json`` and, every
+    ``save_every`` iterations, ``iterations/scale<s>_<step>_<i>.png``. ``announce``
+    receives one-line messages: which feature network (pretrained or random) and
+    which parallel strategy run, and where a run resumes.
+    """
+    say = announce or (lambda message: None)
+    config = resolve_config(config, workdir)
+    plan = read_plan(config)
+    inputs = _load_inputs(plan)
+    strategy = choose_strategy(str(_get(config, "strategy", "auto")), len(plan.content_specs))
+    feature_net = _feature_net(plan)
+    say(f"feature network: {feature_net.description}")
+    say(
+        f"{len(plan.content_specs)} image(s) at "
+        f"{' -> '.join(f'{h}x{w}' for h, w in inputs.sizes)}, "
+        f"strategy {strategy.name!r} over {strategy.num_devices} device(s)"
+    )
+    checkpoints = None
+    if workdir:
+        save_config(config, workdir)
+        checkpoints = _ImageCheckpoints(workdir, int(_get(config, "keep_checkpoints", 2)))
+    try:
+        first_scale, state, history = _resume(plan, inputs, checkpoints, say)
+        total = plan.num_steps * len(inputs.sizes)
+        recorder = _Recorder(history, total, plan.log_every, progress)
+        try:
+            current, final, contents_rgb, styles_rgb = _optimise(
+                plan, inputs, feature_net, strategy, workdir, checkpoints, recorder,
+                first_scale, state,
+            )  # fmt: skip
+        finally:
+            recorder.close()
+    finally:
+        if checkpoints is not None:
+            checkpoints.close()
+    results = _outputs(current, contents_rgb, plan.preserve_color)
+    files = {}
+    if workdir:
+        files = _write_outputs(
+            workdir, plan, results, contents_rgb, styles_rgb, history, final,
+            feature_net.description,
+        )  # fmt: skip
+    return StylizeResult(results, history, final, feature_net.description, files)
+
+
+def _write_outputs(
+    workdir: str,
+    plan: Plan,
+    results: np.ndarray,
+    contents: np.ndarray,
+    styles: Sequence[np.ndarray],
+    history: dict[str, list[float]],
+    final: dict[str, float],
+    description: str,
+) -> dict[str, str]:
+    """Result PNG(s), panel(s), cost curves and ``costs.json``; returns name -> path."""
+    files = {}
+    batch = len(results) > 1
+    for i, (result, content) in enumerate(zip(results, contents, strict=True)):
+        suffix = f"_{i}" if batch else ""
+        files[f"result{suffix}"] = images.save_png(
+            result, os.path.join(workdir, f"result{suffix}.png")
+        )
+        panel_styles = [styles[i]] if plan.pair_styles else list(styles)
+        files[f"panel{suffix}"] = images.save_style_panel(
+            content,
+            panel_styles,
+            result,
+            os.path.join(workdir, f"panel{suffix}.png"),
+            title=description.split(":")[0],
+        )
+    files["cost_curves"] = images.save_cost_curves(
+        history["step"],
+        {k: history[k] for k in COST_NAMES},
+        os.path.join(workdir, "cost_curves.png"),
+    )
+    summary = {
+        "feature_net": description,
+        "initial": {k: history[k][0] for k in COST_NAMES},
+        "final": final,
+        "history": history,
+    }
+    path = os.path.join(workdir, COSTS_JSON)
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=1)
+    files["costs"] = path
+    return files
