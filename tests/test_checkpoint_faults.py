@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -184,3 +185,14 @@ def test_keep_one_keeps_the_final_checkpoint(tmp_path):
         checkpointer.save(step, items(step))
     checkpointer.close()
     assert Checkpointer(directory).all_steps() == [30]
+
+
+def test_restore_into_shape_dtype_structs(tmp_path):
+    directory = str(tmp_path / "checkpoints")
+    save_steps(directory)
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), items(0)
+    )
+    checkpointer = Checkpointer(directory, async_save=False)
+    expect_restored(checkpointer.restore(target, step=20), 20)
+    checkpointer.close()

@@ -104,6 +104,14 @@ def _summary(error: BaseException, step_dir: str, limit: int = 240) -> str:
     return f"{head} ... {line[-(limit - len(head) - 5) :]}"
 
 
+def _zero_view(leaf: Any) -> np.ndarray:
+    """A read-only zero view with the shape and dtype of an array, a
+    ``jax.ShapeDtypeStruct`` or a scalar: the restore target, nothing allocated."""
+    if not hasattr(leaf, "dtype"):
+        leaf = np.asarray(leaf)
+    return np.broadcast_to(np.zeros((), leaf.dtype), leaf.shape)
+
+
 class Checkpointer:
     """Saves every ``N`` steps (the caller decides), keeps the newest ``keep``.
 
@@ -139,7 +147,8 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.StandardSave(items), force=force)
 
     def restore(self, target: PyTree, step: int | None = None) -> PyTree | None:
-        """Restores ``step`` (default: the newest readable one) shaped like ``target``.
+        """Restores ``step`` (default: the newest readable one) shaped like ``target``
+        (a pytree of arrays or ``jax.ShapeDtypeStruct``).
 
         Returns numpy arrays, or ``None`` when there is no readable checkpoint. Without
         ``step``, an unreadable checkpoint is moved to ``corrupt/<step>-<reason>`` (one
@@ -148,7 +157,7 @@ class Checkpointer:
         A readable checkpoint whose array names or shapes differ from ``target`` raises
         :class:`CheckpointMismatchError` listing them (nothing is moved).
         """
-        abstract = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), target)
+        abstract = jax.tree.map(_zero_view, target)
         available = sorted(self.manager.all_steps(), reverse=True)
         if step is not None and step not in available:
             raise ValueError(
