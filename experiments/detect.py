@@ -1,12 +1,13 @@
 r"""Evaluates a trained detector and draws its detections.
 
-  python experiments/detect.py --config=configs/yolo_shapes.py --workdir=/tmp/yolo_shapes \
-      [--images='photos/*.png']
+  python experiments/detect.py --workdir=DIR [--images='photos/*.png'] [--config=...]
 
-Restores the latest checkpoint in ``--workdir`` (train it first with experiments/train.py),
-writes ``detection_metrics.json`` (VOC and COCO mAP on the eval split),
-``sample_detections.png`` and ``precision_recall.png`` there, and, with ``--images``,
-each matching image with its boxes, labels and scores under ``<workdir>/detections/``.
+Rebuilds the model from ``DIR/config.json`` (the config of the training run, overrides
+included) and restores the latest checkpoint; train it first with experiments/train.py.
+Writes ``detection_metrics.json`` (VOC and COCO mAP on the eval split),
+``sample_detections.png`` and ``precision_recall.png`` to ``DIR``, and, with ``--images``,
+each matching image with its boxes, labels and scores under ``DIR/detections/``.
+``--config`` is optional; when given it must be compatible with ``config.json``.
 """
 
 import glob
@@ -17,24 +18,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from convjax.detection.evaluate import detect_images, evaluate_workdir  # noqa: E402
+from convjax.runs.detect import detect_images, evaluate_workdir  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir (checkpoints).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Optional; defaults to the workdir's config.json."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir (config.json, checkpoints).")
 _IMAGES = flags.DEFINE_string("images", None, "Optional glob of image files to run on.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    metrics = evaluate_workdir(_CONFIG.value, _WORKDIR.value)
+    paths = sorted(glob.glob(_IMAGES.value)) if _IMAGES.value else []
+    if _IMAGES.value and not paths:
+        raise app.UsageError(f"--images={_IMAGES.value!r} matches no file")
+    metrics = evaluate_workdir(_WORKDIR.value, config=_CONFIG.value)
     print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
-    if _IMAGES.value:
-        paths = sorted(glob.glob(_IMAGES.value))
-        if not paths:
-            raise app.UsageError(f"--images={_IMAGES.value!r} matches no file")
-        for path in detect_images(_CONFIG.value, _WORKDIR.value, paths):
+    if paths:
+        for path in detect_images(_WORKDIR.value, paths, config=_CONFIG.value):
             print("wrote", path)
 
 

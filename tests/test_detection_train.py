@@ -1,10 +1,13 @@
-"""Detection through the generic train step: strategies agree; the smoke run trains,
-evaluates (mAP, PNGs) and draws detections on image files."""
+"""Detection through the generic train step: strategies agree; the smoke run trains with
+an override, then evaluates (mAP, PNGs) and draws detections on image files from the
+workdir alone (experiments/detect.py included)."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,16 +18,16 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import yolo_shapes
-from convjax.detection.evaluate import (
+from convjax.models import get_model
+from convjax.runs.detect import (
     METRICS_JSON,
     PR_PNG,
     SAMPLES_PNG,
     detect_images,
     evaluate_workdir,
 )
-from convjax.models import get_model
+from convjax.runs.train import train_and_evaluate
 from convjax.tasks import get_task
-from convjax.train.loop import train_and_evaluate
 from convjax.train.parallel import get_strategy
 from convjax.train.state import TrainState
 
@@ -88,16 +91,20 @@ def test_detection_task_runs_under_every_strategy():
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
-def test_smoke_training_evaluation_and_detect_images(tmp_path):
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_smoke_training_with_override_then_detect_from_the_workdir_alone(tmp_path):
     data_dir = str(tmp_path / "tfds")
     tfds.builder("shapes/scenes_small", data_dir=data_dir).download_and_prepare()
     config = yolo_shapes.get_config("smoke")
     config.dataset.data_dir = data_dir
     config.parallel = "jit"
+    config.model_kwargs.widths = (4, 8, 12, 12)  # not the smoke default (4, 8, 8, 16)
     workdir = str(tmp_path / "work")
     eval_metrics = train_and_evaluate(config, workdir)
     assert np.isfinite(eval_metrics["loss"]) and eval_metrics["count"] == 32
-    metrics = evaluate_workdir(config, workdir, num_samples=4)
+    metrics = evaluate_workdir(workdir, num_samples=4)  # model rebuilt from config.json
     for key in ("map50_voc", "map50_voc07", "coco_AP", "coco_AP50"):
         assert -1 <= metrics[key] <= 1
     with open(os.path.join(workdir, METRICS_JSON)) as f:
@@ -109,8 +116,23 @@ def test_smoke_training_evaluation_and_detect_images(tmp_path):
     Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).save(
         image_path
     )
-    (written,) = detect_images(config, workdir, [image_path], min_score=0.0)
+    (written,) = detect_images(workdir, [image_path], min_score=0.0)
     assert np.asarray(Image.open(written)).shape[:2] == (150, 210)  # scaled 3x, aspect kept
+    stale = yolo_shapes.get_config("smoke")  # the training override forgotten
+    stale.dataset.data_dir = data_dir
+    with pytest.raises(ValueError, match=r"widths: \(4, 8, 12, 12\) -> \(4, 8, 8, 16\)"):
+        evaluate_workdir(workdir, config=stale)
+    # The script, as a user runs it: the workdir alone, no override repeated.
+    out = subprocess.run(
+        [sys.executable, "experiments/detect.py", f"--workdir={workdir}", f"--images={image_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"map50_voc={metrics['map50_voc']:.4f}" in out.stdout
+    assert "wrote " + os.path.join(workdir, "detections", "scene.png") in out.stdout
 
 
 @pytest.mark.parametrize("name", ["yolo_voc", "yolo_coco", "yolo_shapes"])

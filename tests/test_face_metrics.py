@@ -1,5 +1,7 @@
 """ROC/AUC/EER/TAR@FAR against scikit-learn; thresholds and 10-fold against brute force."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from convjax.face import metrics, thresholds
+from convjax.runs.images import save_figure
 
 
 def pair_data(seed, n=400, ties=False):
@@ -103,19 +106,26 @@ def test_ten_fold_matches_loop_reference():
     np.testing.assert_allclose(got["std"], np.std(want), atol=1e-9)
 
 
-def test_threshold_round_trips_through_json(tmp_path):
+def test_threshold_round_trips_through_json():
     d, same = pair_data(6)
     chosen = thresholds.choose_threshold(d, same, criterion="far", target_far=0.05)
-    path = tmp_path / "threshold.json"
-    chosen.save(str(path))
-    assert thresholds.VerificationThreshold.load(str(path)) == chosen
+    record = json.loads(json.dumps(chosen.to_dict()))
+    assert thresholds.VerificationThreshold.from_dict(record) == chosen
     np.testing.assert_array_equal(chosen.accepts(d), d <= chosen.threshold)
+    with pytest.raises(ValueError, match="needs the fields threshold, criterion"):
+        thresholds.VerificationThreshold.from_dict({"threshold": 0.5})
 
 
-def test_roc_plot_is_a_real_png(tmp_path):
+def test_roc_figure_is_a_real_png(tmp_path):
+    import matplotlib
+
+    backend = matplotlib.get_backend()
     d, same = pair_data(7)
     fpr, tpr, _ = metrics.roc_curve(-d, same)
-    path = metrics.plot_roc(str(tmp_path / "roc.png"), {"model": (fpr, tpr)})
+    figure = metrics.roc_figure({"model": (fpr, tpr)})
+    assert matplotlib.get_backend() == backend  # no backend switch
+    assert [len(ax.lines) for ax in figure.axes] == [2, 1]  # curve + chance line, curve
+    path = save_figure(figure, tmp_path / "roc.png")
     image = np.asarray(Image.open(path).convert("L"))
     assert image.shape == (450, 900)  # linear and log-FAR panels
     assert image.std() > 10  # not a blank canvas

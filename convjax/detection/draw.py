@@ -1,15 +1,19 @@
-"""Pictures of detections: boxes with labels and scores, sample grids, precision-recall plots."""
+"""Pictures of detections: boxes with labels and scores, sample grids, precision-recall plots.
+
+Arrays in, arrays or :class:`matplotlib.figure.Figure` objects out: nothing here writes a
+file or touches pyplot's global state (save with :func:`convjax.runs.images.save_png` and
+:func:`convjax.runs.images.save_figure`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+from convjax.ops.images import to_uint8
 
 PALETTE = (
     (255, 64, 64),
@@ -23,19 +27,6 @@ PALETTE = (
     (255, 255, 255),
     (128, 255, 128),
 )
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """An image [H, W, C] in 0..1 (or already uint8, or normalised) -> uint8 RGB [H, W, 3]."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        lo, hi = float(image.min()), float(image.max())
-        if lo < 0 or hi > 1:  # a normalised image: stretch to the full range
-            image = (image - lo) / max(hi - lo, 1e-6)
-        image = np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    return image
 
 
 def draw_detections(
@@ -85,31 +76,31 @@ def image_grid(images: Sequence[np.ndarray], columns: int = 4, pad: int = 4) -> 
     return grid
 
 
-def save_png(image: np.ndarray, path: str) -> None:
-    Image.fromarray(to_uint8(image)).save(path)
-
-
-def plot_precision_recall(
+def precision_recall_figure(
     precision: np.ndarray,
-    path: str,
     *,
     class_names: Sequence[str] | None = None,
     title: str = "Precision-recall at IoU 0.5 (COCO 101-point interpolation)",
-) -> None:
-    """Plots per-class curves from COCO precision ``[T, R, K, A, M]`` (IoU 0.5, all areas,
-    the last maxDets) and saves the figure to ``path``."""
-    curves = np.asarray(precision)[0, :, :, 0, -1]  # [R, K]
+) -> Figure:
+    """Per-class curves from COCO ``precision [T, R, K, A, M]`` (IoU 0.5, all areas, the
+    last maxDets) on a new Figure; classes without ground truth (all -1) are left out."""
+    precision = np.asarray(precision)
+    if precision.ndim != 5:
+        raise ValueError(
+            f"precision must be COCO's [T, R, K, A, M]; got shape {tuple(precision.shape)}"
+        )
+    curves = precision[0, :, :, 0, -1]  # [R, K]
     recall = np.linspace(0.0, 1.0, curves.shape[0])
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
+    figure = Figure(figsize=(5, 4), dpi=120)
+    ax = figure.subplots()
     for k in range(curves.shape[1]):
         if np.all(curves[:, k] < 0):
             continue  # no ground truth of this class
         name = class_names[k] if class_names else f"class {k}"
-        ap = curves[:, k].mean()
         ax.plot(
             recall,
             curves[:, k],
-            label=f"{name} (AP50 {ap:.3f})",
+            label=f"{name} (AP50 {curves[:, k].mean():.3f})",
             color=np.array(PALETTE[k % len(PALETTE)]) / 255,
         )
     ax.set_xlabel("recall")
@@ -118,7 +109,7 @@ def plot_precision_recall(
     ax.set_ylim(0, 1.02)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    if ax.lines:
+        ax.legend(loc="lower left", fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -2,21 +2,22 @@
 
 Given embeddings of a validation split and a test split (disjoint identities):
 
-1. **Threshold** from validation pairs (best accuracy, or a target FAR), saved with
-   the model (``threshold.json``).
+1. **Threshold** from validation pairs (best accuracy, or a target FAR).
 2. **One-shot identification** on the test split: one image per identity is
    enrolled in a :class:`~convjax.face.gallery.Gallery`, every other image is a
    query; top-1 / top-5 accuracy.
 3. **Verification** on every test pair: ROC AUC, EER, TAR@FAR, accuracy at the
    validation threshold, and LFW-style 10-fold accuracy on a balanced sample of
-   pairs; a ROC plot (``roc.png``).
+   pairs, and the test ROC curve.
+
+Array math only: :mod:`convjax.runs.faces` embeds the splits of a trained workdir and
+writes the results (``threshold.json``, ``roc.png``, ``face_eval.json``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,9 +27,19 @@ from convjax.face import metrics, thresholds
 from convjax.face.gallery import Gallery
 from convjax.ops.distances import pairwise_squared_distances
 
-THRESHOLD_JSON = "threshold.json"
-ROC_PNG = "roc.png"
-REPORT_JSON = "face_eval.json"
+
+class EmbeddingEvaluation(NamedTuple):
+    """What :func:`evaluate_embeddings` found.
+
+    ``report``: JSON-ready dict (``one_shot``, ``verification``, ``threshold``);
+    ``threshold``: chosen on validation pairs; ``fpr``, ``tpr`` [T]: the ROC curve of
+    the test pairs.
+    """
+
+    report: dict
+    threshold: thresholds.VerificationThreshold
+    fpr: np.ndarray
+    tpr: np.ndarray
 
 
 def embed_in_batches(
@@ -102,14 +113,12 @@ def one_shot_identification(
 def evaluate_embeddings(
     validation: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
-    workdir: str | None = None,
     criterion: str = "accuracy",
     target_far: float = 1e-3,
     seed: int = 0,
-) -> dict:
-    """The full report (module docstring) from (embeddings [N, D], labels [N]) of the
-    validation and test splits; writes threshold.json, roc.png and face_eval.json to
-    ``workdir`` when given."""
+) -> EmbeddingEvaluation:
+    """The full evaluation (module docstring) from (embeddings [N, D], labels [N]) of
+    the validation and test splits."""
     val_d, val_same = all_pairs(*validation)
     threshold = thresholds.choose_threshold(val_d, val_same, criterion, target_far)
     test_d, test_same = all_pairs(*test)
@@ -128,12 +137,6 @@ def evaluate_embeddings(
             "ten_fold_std": ten_fold["std"],
             "pairs": int(len(test_d)),
         },
-        "threshold": threshold.__dict__,
+        "threshold": threshold.to_dict(),
     }
-    if workdir is not None:
-        os.makedirs(workdir, exist_ok=True)
-        threshold.save(os.path.join(workdir, THRESHOLD_JSON))
-        metrics.plot_roc(os.path.join(workdir, ROC_PNG), {"test pairs": (fpr, tpr)})
-        with open(os.path.join(workdir, REPORT_JSON), "w") as f:
-            json.dump(report, f, indent=2)
-    return report
+    return EmbeddingEvaluation(report, threshold, fpr, tpr)

@@ -1,4 +1,4 @@
-"""Verification metrics: ROC curve, AUC, EER, TAR@FAR, and a ROC plot.
+"""Verification metrics: ROC curve, AUC, EER, TAR@FAR, and a ROC figure.
 
 Scores follow scikit-learn's convention: higher means "same identity". For
 embedding distances pass ``scores = -distances``. ``labels`` are 1 for same-identity
@@ -7,12 +7,12 @@ pairs and 0 for different ones.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matplotlib.figure import Figure
 
 
 def _check_scores(scores, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -98,14 +98,11 @@ def verification_report(distances, same, fars=(1e-3, 1e-2, 1e-1)) -> dict[str, f
     return report
 
 
-def plot_roc(path: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> str:
-    """Writes a ROC plot (PNG) with one line per ``name -> (fpr, tpr)``; returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), dpi=100)
+def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
+    """ROC curves, one line per ``name -> (fpr [T], tpr [T])``, on linear and log
+    false-accept axes, drawn on a new Figure."""
+    figure = Figure(figsize=(9, 4.5), dpi=100)
+    axes = figure.subplots(1, 2)
     for ax, log in zip(axes, (False, True), strict=True):
         for name, (fpr, tpr) in curves.items():
             keep = fpr > 0 if log else slice(None)
@@ -121,9 +118,6 @@ def plot_roc(path: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> 
             ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=0.8)
             ax.set_xlim(0, 1)
         ax.legend(loc="lower right")
-    fig.suptitle("verification ROC")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    figure.suptitle("verification ROC")
+    figure.tight_layout()
+    return figure

@@ -3,13 +3,13 @@
 A pair is declared "same identity" when its embedding distance is ``<= threshold``.
 The threshold is never hard-coded: :func:`choose_threshold` picks it on validation
 pairs, either for the best accuracy or for a target false-accept rate, and the
-result (:class:`VerificationThreshold`) is saved with the model as JSON.
+result (:class:`VerificationThreshold`) is kept with the model as JSON
+(``threshold.json``, written by :mod:`convjax.runs.faces`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from functools import partial
 
 import jax
@@ -101,14 +101,20 @@ class VerificationThreshold:
         """distances [...] -> bool [...], True where the pair is declared the same person."""
         return np.asarray(distances) <= self.threshold
 
-    def save(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(dataclasses.asdict(self), f, indent=2)
+    def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict (:meth:`from_dict` reads it back)."""
+        return dataclasses.asdict(self)
 
     @classmethod
-    def load(cls, path: str) -> VerificationThreshold:
-        with open(path) as f:
-            return cls(**json.load(f))
+    def from_dict(cls, record: dict) -> VerificationThreshold:
+        """The threshold :meth:`to_dict` gave ``record``; unknown or missing fields say so."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        if sorted(record) != sorted(names):
+            raise ValueError(
+                f"a verification threshold needs the fields {', '.join(names)}; "
+                f"got {', '.join(sorted(record))}"
+            )
+        return cls(**record)
 
 
 def choose_threshold(

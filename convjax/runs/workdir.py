@@ -226,6 +226,7 @@ def restore(
     model = build_model(config)
     image_shape = pipeline.dataset_metadata(config.dataset).image_shape
     abstract = abstract_train_state(model, task, config, image_shape)
+    check_compatible(workdir, config, abstract, image_shape)  # a given config must fit
     checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR))
     try:
         state = restore_state(checkpointer, abstract, step)

@@ -15,10 +15,11 @@ identity), ``loss`` (batch-hard hinge per anchor), ``count``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -27,7 +28,7 @@ from convjax.face.diagnostics import embedding_diagnostics, warn_if_collapsed
 from convjax.losses.contrastive import CONTRASTIVE_MARGIN, batch_contrastive_loss
 from convjax.losses.triplet import FACENET_MARGIN, TRIPLET_MINING, mined_triplet_loss
 from convjax.ops.distances import pair_masks, pairwise_squared_distances
-from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model
+from convjax.tasks.base import Batch, EvalFn, LossFn, PyTree, Task, apply_model
 from convjax.tasks.registry import register_task
 
 EMBEDDING_LOSSES = ("triplet", "contrastive")
@@ -126,6 +127,15 @@ class Embedding(Task):
             start_step=start_step,
             images_per_identity=self.images_per_identity,
         )
+
+    def embed_fn(self, model: nn.Module) -> Callable[[PyTree, jax.Array], jax.Array]:
+        """``embed(variables, images [B, H, W, C]) -> embeddings [B, D]`` in eval mode:
+        the model's own output (what the loss is computed on)."""
+
+        def embed(variables: PyTree, images: jax.Array) -> jax.Array:
+            return model.apply(variables, images, train=False)
+
+        return embed
 
     def check_train_metrics(self, step: int, scalars: dict[str, float]) -> bool:
         """Host-side check of logged train metrics: warns when embeddings collapsed."""

@@ -10,7 +10,7 @@ is chosen on validation pairs (:mod:`convjax.face.thresholds`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import flax.linen as nn
@@ -20,7 +20,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model
+from convjax.models.embedding import SiameseVerifier
+from convjax.tasks.base import Batch, EvalFn, LossFn, PyTree, Task, apply_model
 from convjax.tasks.registry import register_task
 
 
@@ -74,6 +75,21 @@ class Verification(Task):
             }
 
         return eval_fn
+
+    def embed_fn(self, model: nn.Module) -> Callable[[PyTree, jax.Array], jax.Array]:
+        """``embed(variables, images [B, H, W, C]) -> embeddings [B, D]`` in eval mode:
+        the embedding network of a ``siamese_verifier`` (a ``verification_head`` takes
+        precomputed embeddings and embeds no images)."""
+        if not isinstance(model, SiameseVerifier):
+            raise ValueError(
+                "task 'verification' embeds images with model 'siamese_verifier'; "
+                f"got {type(model).__name__}"
+            )
+
+        def embed(variables: PyTree, images: jax.Array) -> jax.Array:
+            return model.apply(variables, images, train=False, method=SiameseVerifier.embed)
+
+        return embed
 
     def train_iterator(
         self,

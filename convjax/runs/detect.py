@@ -1,0 +1,162 @@
+"""Evaluate a trained detector from its workdir, and run it on image files.
+
+:func:`evaluate_workdir` is what ``experiments/detect.py`` runs after
+``experiments/train.py``: it rebuilds the model from the workdir's ``config.json``,
+restores the latest checkpoint, decodes and NMS-es the eval split, computes VOC and
+COCO mAP (:meth:`convjax.tasks.detection.Detection.evaluate_map`), and writes to the
+workdir:
+
+- ``detection_metrics.json``: the metrics;
+- ``sample_detections.png``: the first eval images with drawn boxes, labels and scores;
+- ``precision_recall.png``: per-class precision-recall curves at IoU 0.5.
+
+:func:`detect_images` runs the same checkpoint on image files, preprocessed exactly as
+the eval split (:func:`convjax.data.pipeline.preprocess_images`), and writes each with
+its detections drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from convjax.data import pipeline
+from convjax.detection.draw import draw_detections, image_grid, precision_recall_figure
+from convjax.runs import workdir as workdir_lib
+from convjax.runs.images import save_figure, save_png
+from convjax.tasks.detection import Detection
+
+METRICS_JSON = "detection_metrics.json"
+SAMPLES_PNG = "sample_detections.png"
+PR_PNG = "precision_recall.png"
+DETECTIONS_DIR = "detections"
+
+
+def class_names_for(config: ml_collections.ConfigDict, num_classes: int) -> list[str]:
+    """``config.class_names``, the shapes classes, or ``'0'``, ``'1'``, ..."""
+    names = config.get("class_names")
+    if names:
+        return list(names)
+    if config.dataset.name.startswith("shapes"):
+        from convjax.data.shapes import CLASS_NAMES
+
+        return list(CLASS_NAMES)
+    return [str(k) for k in range(num_classes)]
+
+
+def restore_detector(
+    workdir: str, config: ml_collections.ConfigDict | None = None
+) -> workdir_lib.Restored:
+    """The latest checkpoint of a detection workdir (model from its ``config.json``;
+    ``config``, when given, must be compatible with it)."""
+    restored = workdir_lib.restore(workdir, config=config)
+    if not isinstance(restored.task, Detection):
+        raise ValueError(
+            f"{workdir} was trained with task {restored.config.task!r}; "
+            "experiments/detect.py needs task 'detection'"
+        )
+    return restored
+
+
+def _sample_pictures(
+    arrays: dict[str, np.ndarray], names: list[str], num_samples: int, min_score: float
+) -> list[np.ndarray]:
+    """The first eval images [H, W, C] with their detections drawn (uint8 [h, w, 3])."""
+    pictures = []
+    for i in range(min(num_samples, len(arrays["image"]))):
+        image = arrays["image"][i]
+        h, w = image.shape[:2]
+        scale = np.array([w, h, w, h], np.float32)
+        keep = arrays["det_valid"][i] & (arrays["det_scores"][i] >= min_score)
+        pictures.append(
+            draw_detections(
+                image,
+                arrays["det_boxes"][i][keep] * scale,
+                arrays["det_classes"][i][keep],
+                arrays["det_scores"][i][keep],
+                class_names=names,
+                scale=max(1, 256 // max(h, w)),
+            )
+        )
+    return pictures
+
+
+def evaluate_workdir(
+    workdir: str,
+    *,
+    config: ml_collections.ConfigDict | None = None,
+    num_samples: int = 16,
+    min_score: float = 0.3,
+) -> dict[str, float]:
+    """mAP of the latest checkpoint on the eval split, plus the PNGs (module docstring).
+
+    ``config`` defaults to the workdir's ``config.json``.
+    """
+    restored = restore_detector(workdir, config)
+    config = restored.config
+    num_classes = int(config.model_kwargs.num_classes)
+    batches = pipeline.create_eval_iterator(
+        config.dataset, global_batch_size=config.get("eval_batch_size") or config.batch_size
+    )
+    metrics, arrays = restored.task.evaluate_map(
+        restored.model, restored.state.params, restored.state.model_state, batches, num_classes
+    )
+    names = class_names_for(config, num_classes)
+    with open(os.path.join(workdir, METRICS_JSON), "w") as f:
+        json.dump(metrics, f, indent=2)
+    pictures = _sample_pictures(arrays, names, num_samples, min_score)
+    if pictures:
+        save_png(image_grid(pictures), os.path.join(workdir, SAMPLES_PNG))
+    figure = precision_recall_figure(arrays["coco_precision"], class_names=names)
+    save_figure(figure, os.path.join(workdir, PR_PNG), dpi=120)
+    return metrics
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    """An image file -> uint8 [H, W, 3] (RGB; grey and alpha converted)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image file {path!r} does not exist")
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def detect_images(
+    workdir: str,
+    paths: Sequence[str],
+    *,
+    config: ml_collections.ConfigDict | None = None,
+    output_dir: str | None = None,
+    min_score: float = 0.3,
+) -> list[str]:
+    """Runs the latest checkpoint on image files; writes ``<output_dir>/<name>.png``
+    (default ``<workdir>/detections/``) with boxes, class names and scores drawn on the
+    original image. Returns the written paths."""
+    restored = restore_detector(workdir, config)
+    config = restored.config
+    originals = [_read_rgb(path) for path in paths]
+    predict = restored.task.predict_fn(restored.model)
+    names = class_names_for(config, int(config.model_kwargs.num_classes))
+    output_dir = output_dir or os.path.join(workdir, DETECTIONS_DIR)
+    written = []
+    for path, original in zip(paths, originals, strict=True):
+        inputs = pipeline.preprocess_images([original], config.dataset)  # [1, H, W, C]
+        decoded = jax.device_get(predict(restored.state.params, restored.state.model_state, inputs))
+        keep = decoded.valid[0] & (decoded.scores[0] >= min_score)
+        oh, ow = original.shape[:2]
+        drawn = draw_detections(
+            original,
+            decoded.boxes[0][keep] * np.array([ow, oh, ow, oh], np.float32),
+            decoded.classes[0][keep],
+            decoded.scores[0][keep],
+            class_names=names,
+            scale=max(1, 256 // max(oh, ow)),
+        )
+        name = os.path.splitext(os.path.basename(path))[0] + ".png"
+        written.append(save_png(drawn, os.path.join(output_dir, name)))
+    return written

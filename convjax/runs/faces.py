@@ -1,0 +1,313 @@
+"""Face verification and one-shot recognition on a workdir: train, evaluate, enroll,
+identify, verify (``experiments/faces.py`` and notebooks call these).
+
+- :func:`train_and_evaluate`: the generic training run
+  (:func:`convjax.runs.train.train_and_evaluate`; the task's ``train_iterator`` gives
+  identity-balanced batches and its ``check_train_metrics`` warns on collapse), then
+  :func:`evaluate`.
+- :func:`load_embedder`: the trained embedding function of a workdir, rebuilt from its
+  ``config.json``; the task says how a model embeds images (``task.embed_fn``).
+- :func:`evaluate`: one-shot identification and verification on the held-out
+  identities (:mod:`convjax.face.evaluation`), the threshold chosen on validation
+  pairs; writes ``threshold.json``, ``roc.png`` and ``face_eval.json``.
+- :func:`enroll_files`, :func:`identify_files`, :func:`verify_files`: image files,
+  preprocessed exactly as the eval split
+  (:func:`convjax.data.pipeline.preprocess_images`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from PIL import Image
+
+import convjax.data.identities  # noqa: F401  (registers the `identities` builder)
+from convjax.data import pipeline, samplers
+from convjax.face import evaluation, metrics
+from convjax.face.gallery import Gallery, Identification
+from convjax.face.thresholds import VerificationThreshold
+from convjax.models import get_model
+from convjax.ops.distances import squared_distances
+from convjax.runs import train as train_lib
+from convjax.runs import workdir as workdir_lib
+from convjax.runs.images import save_figure
+from convjax.tasks import get_task
+from convjax.tasks.embedding import Embedding
+from convjax.tasks.verification import Verification
+from convjax.train.state import TrainState
+from convjax.train.step import make_train_step
+
+THRESHOLD_JSON = "threshold.json"
+ROC_PNG = "roc.png"
+REPORT_JSON = "face_eval.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Embedder:
+    """A trained embedding: ``embed(images [B, H, W, C]) -> [B, D]`` (jitted, eval
+    mode), the ``config`` it was trained with and the checkpoint ``step``."""
+
+    embed: Callable[[jax.Array], jax.Array]
+    config: ml_collections.ConfigDict
+    step: int
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains ``config`` in ``workdir``; returns the final eval metrics of the loop."""
+    return train_lib.train_and_evaluate(config, workdir)
+
+
+def load_embedder(workdir: str, config: ml_collections.ConfigDict | None = None) -> Embedder:
+    """The latest checkpoint of ``workdir`` as an :class:`Embedder` (model rebuilt from
+    the workdir's ``config.json``; ``config``, when given, must be compatible)."""
+    restored = workdir_lib.restore(workdir, config=config)
+    if not isinstance(restored.task, Embedding | Verification):
+        raise ValueError(
+            f"{workdir} was trained with task {restored.config.task!r}; faces needs task "
+            "'embedding' or 'verification'"
+        )
+    embed_fn = restored.task.embed_fn(restored.model)
+    variables = restored.variables
+    embed = jax.jit(lambda images: embed_fn(variables, images))
+    return Embedder(embed=embed, config=restored.config, step=restored.step)
+
+
+def fit_verification_head(
+    pairs: np.ndarray,
+    same: np.ndarray,
+    kind: str = "l1",
+    steps: int = 300,
+    learning_rate: float = 0.05,
+    seed: int = 0,
+) -> tuple[nn.Module, dict]:
+    """Trains ``verification_head`` on precomputed embedding pairs [N, 2, D] with
+    labels ``same`` [N] through the generic train step (full batch, Adam).
+
+    Returns the model and its variables.
+    """
+    task = get_task("verification")
+    model = get_model("verification_head", kind=kind)
+    variables = dict(
+        task.init_variables(model, jax.random.PRNGKey(seed), jnp.asarray(pairs[:1, 0]))
+    )
+    state = TrainState.create(
+        params=variables.pop("params"),
+        model_state=variables,
+        tx=optax.adam(learning_rate),
+        rng=jax.random.PRNGKey(seed),
+    )
+    step = jax.jit(make_train_step(task.loss_fn(model)))
+    batch = {"image": jnp.asarray(pairs, jnp.float32), "same": jnp.asarray(same, jnp.int32)}
+    for _ in range(steps):
+        state, _ = step(state, batch)
+    return model, {"params": state.params}
+
+
+def _balanced_pair_embeddings(
+    embeddings: np.ndarray, labels: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """All same-identity pairs and as many random different ones: [N, 2, D], same [N]."""
+    i, j = np.triu_indices(len(labels), k=1)
+    same = labels[i] == labels[j]
+    rng = np.random.default_rng(seed)
+    neg = rng.choice(np.flatnonzero(~same), int(same.sum()), replace=False)
+    chosen = np.concatenate([np.flatnonzero(same), neg])
+    pairs = np.stack([embeddings[i[chosen]], embeddings[j[chosen]]], 1)
+    return pairs, same[chosen].astype(np.int32)
+
+
+def verification_head_report(
+    validation: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    kind: str = "l1",
+    seed: int = 0,
+    steps: int = 300,
+) -> dict:
+    """Fits the head on balanced validation pairs, scores balanced test pairs.
+    ``validation``, ``test``: (embeddings [N, D], labels [N])."""
+    train_pairs, train_same = _balanced_pair_embeddings(*validation, seed)
+    test_pairs, test_same = _balanced_pair_embeddings(*test, seed)
+    model, variables = fit_verification_head(train_pairs, train_same, kind, steps, seed=seed)
+    logits = np.asarray(jax.jit(model.apply)(variables, jnp.asarray(test_pairs)))
+    return {
+        "kind": kind,
+        "accuracy": float(np.mean((logits > 0) == (test_same == 1))),
+        "auc": float(metrics.roc_auc(logits, test_same)),
+        "pairs": int(len(test_same)),
+    }
+
+
+def embed_split(embedder: Embedder, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings [N, D], labels [N]) of a whole split, read through the eval pipeline."""
+    data = samplers.load_split(embedder.config.dataset, split)
+    return evaluation.embed_in_batches(embedder.embed, data["image"]), data["label"]
+
+
+def save_threshold(threshold: VerificationThreshold, workdir: str) -> str:
+    """Writes ``threshold.json`` to ``workdir``; returns its path."""
+    path = os.path.join(workdir, THRESHOLD_JSON)
+    with open(path, "w") as f:
+        json.dump(threshold.to_dict(), f, indent=2)
+    return path
+
+
+def load_threshold(workdir: str) -> VerificationThreshold | None:
+    """The threshold :func:`evaluate` saved with the model, if any."""
+    path = os.path.join(workdir, THRESHOLD_JSON)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return VerificationThreshold.from_dict(json.load(f))
+
+
+def evaluate(
+    workdir: str, *, config: ml_collections.ConfigDict | None = None, write: bool = True
+) -> dict:
+    """One-shot and verification report on the ``face_eval`` splits of the workdir's
+    config (validation for the threshold, test for everything else); with ``write``,
+    ``threshold.json``, ``roc.png`` and ``face_eval.json`` go to ``workdir``."""
+    embedder = load_embedder(workdir, config)
+    config = embedder.config
+    face_eval = config.get("face_eval") or ml_collections.ConfigDict()
+    splits = {
+        role: embed_split(embedder, face_eval.get(f"{role}_split", role))
+        for role in ("validation", "test")
+    }
+    result = evaluation.evaluate_embeddings(
+        splits["validation"],
+        splits["test"],
+        criterion=face_eval.get("criterion", "accuracy"),
+        target_far=face_eval.get("target_far", 1e-3),
+        seed=config.seed,
+    )
+    report = result.report
+    steps = face_eval.get("head_steps", 300)
+    report["verification_head"] = {
+        kind: verification_head_report(
+            splits["validation"], splits["test"], kind, config.seed, steps=steps
+        )
+        for kind in face_eval.get("head_kinds", ("l1", "chi2"))
+    }
+    report["step"] = embedder.step
+    if write:
+        save_threshold(result.threshold, workdir)
+        roc = metrics.roc_figure({"test pairs": (result.fpr, result.tpr)})
+        save_figure(roc, os.path.join(workdir, ROC_PNG))
+        with open(os.path.join(workdir, REPORT_JSON), "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """:func:`train` then :func:`evaluate`, with wall times."""
+    start = time.perf_counter()
+    loop_metrics = train(config, workdir)
+    train_s = time.perf_counter() - start
+    report = evaluate(workdir)
+    report["loop_eval"] = loop_metrics
+    report["train_seconds"] = train_s
+    report["total_seconds"] = time.perf_counter() - start
+    return report
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    """An image file -> uint8 [H, W, 3] (RGB; grey and alpha converted)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image file {path!r} does not exist")
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def embed_files(embedder: Embedder, paths: Sequence[str]) -> np.ndarray:
+    """Embeds image files, preprocessed exactly as the eval split: -> [N, D]."""
+    images = pipeline.preprocess_images([_read_rgb(p) for p in paths], embedder.config.dataset)
+    return np.asarray(embedder.embed(jnp.asarray(images)))
+
+
+def _named_paths(entries: Sequence[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"enroll takes NAME=IMAGE_PATH entries; got {entry!r}")
+        pairs.append((name, path))
+    return pairs
+
+
+def enroll_files(
+    workdir: str,
+    gallery_path: str,
+    named_paths: Sequence[str],
+    *,
+    config: ml_collections.ConfigDict | None = None,
+    embedder: Embedder | None = None,
+) -> Gallery:
+    """Enrols ``NAME=IMAGE`` entries into the gallery file (created if missing, with
+    the threshold saved in ``workdir``); returns the gallery."""
+    pairs = _named_paths(named_paths)
+    embedder = embedder or load_embedder(workdir, config)
+    embeddings = embed_files(embedder, [p for _, p in pairs])
+    if os.path.exists(gallery_path):
+        gallery = Gallery.load(gallery_path)
+    else:
+        threshold = load_threshold(workdir)
+        gallery = Gallery(
+            embeddings.shape[1],
+            threshold=None if threshold is None else threshold.threshold,
+            metadata={
+                "workdir": os.path.abspath(workdir),
+                "model": embedder.config.model,
+                "step": embedder.step,
+            },
+        )
+    gallery.enroll([n for n, _ in pairs], embeddings)
+    gallery.save(gallery_path)
+    return gallery
+
+
+def identify_files(
+    workdir: str,
+    gallery_path: str,
+    paths: Sequence[str],
+    k: int = 1,
+    *,
+    config: ml_collections.ConfigDict | None = None,
+    embedder: Embedder | None = None,
+) -> Identification:
+    """Top-k identities for each image file (``None`` names: not in the gallery)."""
+    gallery = Gallery.load(gallery_path)
+    embedder = embedder or load_embedder(workdir, config)
+    queries = embed_files(embedder, paths)
+    return gallery.identify(queries, k=min(k, gallery.num_identities))
+
+
+def verify_files(
+    workdir: str,
+    first: str,
+    second: str,
+    *,
+    config: ml_collections.ConfigDict | None = None,
+    embedder: Embedder | None = None,
+) -> tuple[float, bool, float]:
+    """(squared distance, same person?, threshold) for two image files, with the
+    threshold chosen on validation pairs by :func:`evaluate`."""
+    threshold = load_threshold(workdir)
+    if threshold is None:
+        raise ValueError(
+            f"No {THRESHOLD_JSON} in {workdir!r}: run the 'evaluate' verb first, "
+            "which chooses the threshold on validation pairs."
+        )
+    embedder = embedder or load_embedder(workdir, config)
+    e = embed_files(embedder, [first, second])
+    distance = float(squared_distances(e[0], e[1]))
+    return distance, bool(threshold.accepts(distance)), threshold.threshold
