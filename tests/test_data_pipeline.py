@@ -4,14 +4,19 @@ import itertools
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from convjax import data
+from convjax.data import pipeline
 from convjax.data.augment import batch_augment_from_config
 from convjax.data.examples import register_example_fn
+from convjax.train.parallel import get_strategy
+from convjax.train.state import TrainState
 
 NUM_TRAIN, NUM_TEST = 1438, 359
 
@@ -258,3 +263,70 @@ def test_pca_lighting_from_the_data(data_dir):
         data.create_train_iterator(
             make_config(data_dir, augment="flip"), global_batch_size=8, seed=0
         )
+
+
+def _spy_loss(params, model_state, batch, rng):
+    """A loss that keeps the batch images it saw, bit-cast to int32 (integer model state
+    is not averaged over devices, so each device keeps its own)."""
+    del model_state, rng
+    loss = jnp.sum(params["w"] ** 2)
+    return loss, ({}, {"seen": jax.lax.bitcast_convert_type(batch["image"], jnp.int32)})
+
+
+def _spy_state(per_device_images):
+    tx = optax.sgd(0.1)
+    params = {"w": np.zeros((), np.float32)}
+    seen = np.zeros(per_device_images.shape, np.int32)
+    return TrainState.create(
+        params=params, tx=tx, rng=jax.random.PRNGKey(0), model_state={"seen": seen}
+    )
+
+
+def _seen(state):
+    return np.asarray(
+        jax.lax.bitcast_convert_type(jax.device_get(state.model_state["seen"]), jnp.float32)
+    )
+
+
+def test_augment_on_device_gives_the_step_the_pipelines_batch(data_dir):
+    spec = dict(augment="mirror, random_crop(pad=3), colour_shift(0.1)", mean=0.2, std=0.5)
+    in_pipeline = take(
+        data.create_train_iterator(make_config(data_dir, **spec), global_batch_size=8, seed=5), 2
+    )
+    config = make_config(data_dir, augment_in_pipeline=False, **spec)
+    raw = take(data.create_train_iterator(config, global_batch_size=8, seed=5), 2)
+    assert 0.0 <= raw[0]["image"].min() and raw[0]["image"].max() <= 1.0  # 0..1, as read
+    assert pipeline.device_augment(make_config(data_dir, **spec), seed=5) is None
+    transform = pipeline.device_augment(config, seed=5)
+
+    # One device (jit): step k sees exactly the pipeline's augmented, normalised batch k.
+    strategy = get_strategy("jit")
+    step = strategy.compile_train_step(_spy_loss, transform)
+    state = strategy.put_state(_spy_state(raw[0]["image"]))
+    for k in range(2):
+        batch = {key: raw[k][key] for key in ("image", "label")}
+        state, _ = step(state, strategy.put_batch(batch))
+        np.testing.assert_array_equal(_seen(state), in_pipeline[k]["image"])
+        assert not np.allclose(_seen(state), (raw[k]["image"] - 0.2) / 0.5)  # augmented
+    # Without the transform the step would see the raw 0..1 batch.
+    plain = strategy.compile_train_step(_spy_loss)
+    state, _ = plain(strategy.put_state(_spy_state(raw[0]["image"])), strategy.put_batch(batch))
+    np.testing.assert_array_equal(_seen(state), raw[1]["image"])
+
+    # Four devices (pmap): device d augments its share with the key (seed, d, step).
+    strategy = get_strategy("pmap")
+    step = strategy.compile_train_step(_spy_loss, transform)
+    state = strategy.put_state(_spy_state(raw[0]["image"][:2]))
+    state, _ = step(state, strategy.put_batch({"image": raw[0]["image"], "label": raw[0]["label"]}))
+    augment = jax.jit(batch_augment_from_config(data.resolve_dataset_config(config)))
+    for d, seen in enumerate(_seen(state)):
+        share = {"image": raw[0]["image"][2 * d : 2 * d + 2]}
+        expected = augment(jax.random.fold_in(jax.random.fold_in(jax.random.key(5), d), 0), share)
+        np.testing.assert_allclose(seen, expected["image"], atol=1e-6)
+
+    # Evaluation batches are normalised (and never augmented) either way.
+    evaluated = next(data.create_eval_iterator(config, global_batch_size=16))
+    in_tf = next(data.create_eval_iterator(make_config(data_dir, **spec), global_batch_size=16))
+    unnormalised = next(data.create_eval_iterator(make_config(data_dir), global_batch_size=16))
+    np.testing.assert_array_equal(evaluated["image"], in_tf["image"])
+    np.testing.assert_allclose(evaluated["image"], (unnormalised["image"] - 0.2) / 0.5, atol=1e-6)

@@ -21,8 +21,10 @@ Fields (all optional in a config; missing ones take these defaults):
   ``"mirror, random_crop(pad=4)"``; see ``convjax.data.augment``); empty for none.
 - ``augment_in_pipeline``: apply ``augment`` in the input pipeline (jitted JAX on the
   host CPU, keys from ``(seed, host, step)``). Set False to apply it on device in the
-  train step instead: the pipeline then yields images in 0..1, unnormalised, and
-  ``convjax.data.augment.batch_augment_from_config(dataset)`` augments and normalises.
+  train step instead (keys from ``(seed, device, step)``): the pipeline then yields
+  images in 0..1, unnormalised, and the step applies
+  ``convjax.data.pipeline.device_augment(dataset, seed=...)`` (the same augmenter,
+  then the normalisation) before the loss. Evaluation batches are normalised either way.
 - ``landmark_flip_permutation``: [K] index of each landmark's mirror partner, used by
   ``mirror`` on a ``landmarks`` feature (``None``: no re-indexing).
 - ``shuffle_buffer``: examples in the shuffle buffer (capped at the host's split size).

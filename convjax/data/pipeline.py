@@ -1,6 +1,6 @@
 """tfds input pipelines: deterministic, resumable, sharded per host.
 
-The train loop calls three functions:
+A training run calls these functions:
 
 - :func:`dataset_metadata` -- split sizes, the image shape after preprocessing, classes.
 - :func:`create_train_iterator` -- an infinite iterator of this host's share of every
@@ -14,6 +14,8 @@ The train loop calls three functions:
 - :func:`create_eval_iterator` -- one unshuffled pass; every batch is full size, with
   ``'mask'`` float32 [b] (1 real, 0 padding); every eval example appears exactly once
   over all hosts, and every host yields the same number of batches.
+- :func:`device_augment` -- with ``dataset.augment_in_pipeline=False``, the augmentation
+  and normalisation the train step applies on device instead.
 
 Stages, per example unless noted: read the host's shard (``tfds.split_for_jax_process``)
 -> decode + example function (``convjax.data.examples``, the extension point) + resize
@@ -305,6 +307,40 @@ def _data_pca_basis(builder, config: ml_collections.ConfigDict) -> tuple[np.ndar
 _AUGMENTERS: dict[str, Callable] = {}
 
 
+def augment_key(seed: jax.Array | int, index: jax.Array | int, step: jax.Array | int) -> jax.Array:
+    """The augmentation key of batch ``step`` on host ``index`` (in the pipeline) or on
+    device ``index`` (in the train step): ``fold_in(fold_in(key(seed), index), step)``."""
+    seed = jax.numpy.asarray(seed, jax.numpy.uint32)
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), index), step)
+
+
+BatchTransform = Callable[[dict[str, jax.Array], jax.Array, jax.Array], dict[str, jax.Array]]
+
+
+def device_augment(dataset: ml_collections.ConfigDict, *, seed: int) -> BatchTransform | None:
+    """With ``dataset.augment_in_pipeline=False`` (and an ``augment`` spec), the train step's
+    ``transform(batch, step, device_index) -> batch``: ``dataset.augment`` then the
+    normalisation, keyed by :func:`augment_key` ``(seed, device_index, step)``, on images
+    the pipeline left in 0..1. It is the pipeline's own augmenter, so a step on one
+    device sees the same batch as with ``augment_in_pipeline=True`` on one host.
+    ``None`` when there is nothing to do on device.
+    """
+    config = resolve_dataset_config(dataset)
+    _check_config(config)
+    if config.augment_in_pipeline or not augment.parse_augment(config.augment):
+        return None
+    pca_basis = None
+    if augment.needs_data_pca(config.augment):
+        pca_basis = _data_pca_basis(get_builder(config), config)
+    batch_augment = augment.batch_augment_from_config(config, pca_basis)
+    seed = seed % 2**32
+
+    def transform(batch, step, device_index):
+        return batch_augment(augment_key(seed, device_index, step), batch)
+
+    return transform
+
+
 def _augment_and_normalise_fn(config: ml_collections.ConfigDict, pca_basis) -> Callable:
     """The jitted ``(batch, seed, host, step) -> batch`` for ``config``; compiled functions
     are reused across iterators with the same augmentation (unless the PCA basis is data)."""
@@ -315,8 +351,7 @@ def _augment_and_normalise_fn(config: ml_collections.ConfigDict, pca_basis) -> C
 
     @jax.jit
     def augment_and_normalise(batch, seed, host, step):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), host), step)
-        return batch_augment(key, batch)
+        return batch_augment(augment_key(seed, host, step), batch)
 
     if pca_basis is None:
         _AUGMENTERS[cache_key] = augment_and_normalise

@@ -174,7 +174,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     del state
     try:
         device_state = loop.run_steps(
-            setup.strategy.compile_train_step(setup.task.loss_fn(setup.model)),
+            setup.strategy.compile_train_step(
+                setup.task.loss_fn(setup.model),
+                # With dataset.augment_in_pipeline=False: augment + normalise on device.
+                pipeline.device_augment(config.dataset, seed=config.seed),
+            ),
             device_state,
             _train_batches(setup, config, start_step),
             get_metrics=setup.strategy.get_metrics,

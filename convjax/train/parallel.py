@@ -28,7 +28,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from convjax.tasks.base import EvalFn, LossFn
-from convjax.train.step import EvalStep, TrainStep, make_eval_step, make_train_step
+from convjax.train.step import (
+    BatchTransform,
+    EvalStep,
+    TrainStep,
+    make_eval_step,
+    make_train_step,
+)
 
 DATA_AXIS = "data"
 STRATEGIES = ("auto", "jit", "pmap", "shard_map")
@@ -87,8 +93,11 @@ class Strategy(abc.ABC):
         """Host numpy values of metrics returned by a compiled step."""
 
     @abc.abstractmethod
-    def compile_train_step(self, loss_fn: LossFn) -> TrainStep:
-        """The compiled train step; its state argument is donated."""
+    def compile_train_step(
+        self, loss_fn: LossFn, batch_transform: BatchTransform | None = None
+    ) -> TrainStep:
+        """The compiled train step (:func:`~convjax.train.step.make_train_step`); its
+        state argument is donated."""
 
     @abc.abstractmethod
     def compile_eval_step(self, eval_fn: EvalFn) -> EvalStep:
@@ -127,8 +136,8 @@ class JitStrategy(Strategy):
     def get_metrics(self, metrics):
         return _to_numpy(metrics)
 
-    def compile_train_step(self, loss_fn):
-        return jax.jit(make_train_step(loss_fn, None), donate_argnums=0)
+    def compile_train_step(self, loss_fn, batch_transform=None):
+        return jax.jit(make_train_step(loss_fn, None, batch_transform), donate_argnums=0)
 
     def compile_eval_step(self, eval_fn):
         return jax.jit(make_eval_step(eval_fn, None))
@@ -165,8 +174,9 @@ class PmapStrategy(Strategy):
     def get_metrics(self, metrics):
         return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], metrics)
 
-    def compile_train_step(self, loss_fn):
-        return jax.pmap(make_train_step(loss_fn, DATA_AXIS), axis_name=DATA_AXIS, donate_argnums=0)
+    def compile_train_step(self, loss_fn, batch_transform=None):
+        step = make_train_step(loss_fn, DATA_AXIS, batch_transform)
+        return jax.pmap(step, axis_name=DATA_AXIS, donate_argnums=0)
 
     def compile_eval_step(self, eval_fn):
         return jax.pmap(make_eval_step(eval_fn, DATA_AXIS), axis_name=DATA_AXIS)
@@ -214,8 +224,9 @@ class ShardMapStrategy(Strategy):
             check_vma=False,
         )
 
-    def compile_train_step(self, loss_fn):
-        return jax.jit(self._shard(make_train_step(loss_fn, DATA_AXIS)), donate_argnums=0)
+    def compile_train_step(self, loss_fn, batch_transform=None):
+        step = make_train_step(loss_fn, DATA_AXIS, batch_transform)
+        return jax.jit(self._shard(step), donate_argnums=0)
 
     def compile_eval_step(self, eval_fn):
         step = make_eval_step(eval_fn, DATA_AXIS)

@@ -20,6 +20,8 @@ from convjax.train.state import TrainState
 
 TrainStep = Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
 EvalStep = Callable[[TrainState, Batch], Metrics]
+# transform(batch, step, device_index) -> batch: e.g. augmentation on device.
+BatchTransform = Callable[[Batch, jax.Array, jax.Array], Batch]
 
 
 def _pmean_floats(tree, axis_name: str):
@@ -38,14 +40,23 @@ def step_rng(base: jax.Array, step: jax.Array, axis_name: str | None) -> jax.Arr
     return rng
 
 
-def make_train_step(loss_fn: LossFn, axis_name: str | None = None) -> TrainStep:
+def make_train_step(
+    loss_fn: LossFn,
+    axis_name: str | None = None,
+    batch_transform: BatchTransform | None = None,
+) -> TrainStep:
     """Builds ``train_step(state, batch) -> (state, metrics)`` from a task's loss.
 
     ``metrics`` always contains ``loss``, ``grad_norm`` and ``learning_rate`` when
     the optimizer exposes it (``optax.inject_hyperparams``), plus the task's own.
+    ``batch_transform(batch, step, device_index)``, when given, maps each device's
+    batch before the loss sees it (``device_index`` is 0 without ``axis_name``).
     """
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        if batch_transform is not None:
+            index = jax.lax.axis_index(axis_name) if axis_name is not None else 0
+            batch = batch_transform(batch, state.step, index)
         rng = step_rng(state.rng, state.step, axis_name)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, (metrics, new_model_state)), grads = grad_fn(
