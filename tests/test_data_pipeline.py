@@ -330,3 +330,45 @@ def test_augment_on_device_gives_the_step_the_pipelines_batch(data_dir):
     unnormalised = next(data.create_eval_iterator(make_config(data_dir), global_batch_size=16))
     np.testing.assert_array_equal(evaluated["image"], in_tf["image"])
     np.testing.assert_allclose(evaluated["image"], (unnormalised["image"] - 0.2) / 0.5, atol=1e-6)
+
+
+@register_example_fn("test_cropped_digits")
+def cropped_digits(example, config):
+    """The central 6x6 of the 8x8 digit: an example function that crops."""
+    return {
+        "image": tf.image.crop_to_bounding_box(example["image"], 1, 1, 6, 6),
+        "label": tf.cast(example["label"], tf.int32),
+    }
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(image_size=(32, 32), mean=0.5, std=0.25),
+        dict(
+            example_fn="test_cropped_digits",
+            image_size=(20, 28),
+            resize_mode="center_crop",
+            resize_method="bicubic",
+            channels=3,
+            mean=(0.4, 0.5, 0.6),
+            std=(0.2, 0.3, 0.4),
+        ),
+    ],
+)
+def test_preprocess_images_matches_the_eval_pipeline(data_dir, stored, overrides):
+    config = make_config(data_dir, **overrides)
+    config.example_fn = overrides.get("example_fn")
+    evaluated = next(data.create_eval_iterator(config, global_batch_size=16))["image"]
+    raw = stored["test"]["image"][:16]  # uint8 [16, 8, 8, 1], the eval split's first 16
+    np.testing.assert_array_equal(pipeline.preprocess_images(list(raw), config), evaluated)
+    as_float = [image.astype(np.float32) / 255.0 for image in raw]
+    np.testing.assert_array_equal(pipeline.preprocess_images(as_float, config), evaluated)
+
+
+def test_preprocess_images_rejects_bad_images(data_dir):
+    config = make_config(data_dir, image_size=(32, 32))
+    with pytest.raises(ValueError, match=r"images\[0\] must be \[H, W, C\]"):
+        pipeline.preprocess_images([np.zeros((8, 8), np.uint8)], config)
+    with pytest.raises(ValueError, match=r"images\[1\] is float .* must be in 0..1"):
+        pipeline.preprocess_images([np.zeros((8, 8, 1)), np.full((8, 8, 1), 255.0)], config)

@@ -427,3 +427,76 @@ def create_eval_iterator(
     batches = examples.batch(batch_size, drop_remainder=True)
     batches = batches.map(_finish_batch(config), num_parallel_calls=AUTOTUNE)
     return iter(tfds.as_numpy(batches.prefetch(AUTOTUNE)))
+
+
+def _as_uint8_image(image: np.ndarray, index: int) -> np.ndarray:
+    """One decoded image -> uint8 [H, W, C] (float input must be in 0..1)."""
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"images[{index}] must be [H, W, C]; got shape {image.shape}.")
+    if image.dtype == np.uint8:
+        return image
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"images[{index}] must be uint8 or float in 0..1; got {image.dtype}.")
+    if image.size and (image.min() < 0.0 or image.max() > 1.0):
+        raise ValueError(
+            f"images[{index}] is float with values in [{image.min():g}, {image.max():g}]; "
+            "float images must be in 0..1 (pass uint8 for 0..255)."
+        )
+    return np.round(image * 255.0).astype(np.uint8)
+
+
+def _stand_in_example(features: tfds.features.FeaturesDict, image_key: str) -> dict:
+    """Zero-filled tensors for every feature but the image (variable dimensions empty), so
+    an example function can run on an image alone."""
+
+    def zeros(info):
+        shape = [0 if d is None else d for d in info.shape]
+        if info.dtype == tf.string:
+            return tf.fill(shape, "")
+        return tf.zeros(shape, info.dtype)
+
+    infos = features.get_tensor_info()
+    return {k: tf.nest.map_structure(zeros, v) for k, v in infos.items() if k != image_key}
+
+
+def preprocess_images(images: list[np.ndarray], dataset: ml_collections.ConfigDict) -> np.ndarray:
+    """Decoded images -> the eval split's model inputs ``float32 [B, H, W, C]``.
+
+    ``images``: ``[h, w, c]`` uint8 (0..255) or float (0..1) arrays of any size. Each
+    goes through the eval pipeline's own steps: the dataset's example function (its
+    crop, e.g. LFW's centre), the resize (``image_size``, ``resize_mode``,
+    ``resize_method``), the channel conversion, scaling to 0..1 and the ``mean``/``std``
+    normalisation. Reads the dataset's feature description (its tfds builder).
+    """
+    config = resolve_dataset_config(dataset)
+    _check_config(config)
+    features = get_builder(config).info.features
+    example_fn = get_example_fn(config)
+    declared = _feature(features, config.image_key)
+    declared_shape = tuple(declared.shape) if declared is not None else (None, None, None)
+
+    def prepare(image):
+        example = {**_stand_in_example(features, config.image_key), config.image_key: image}
+        return _prepare_image(dict(example_fn(example, config))["image"], config)
+
+    traced: dict[tuple, Callable] = {}
+    prepared = []
+    for i, image in enumerate(images):
+        image = _as_uint8_image(image, i)
+        # The image shape the eval pipeline's graph knows (dynamic where the feature is),
+        # so the resize decisions are the same as for the eval split.
+        known = zip(declared_shape[:2], image.shape[:2], strict=True)
+        spec = (*[d if d == n else None for d, n in known], image.shape[2])
+        if spec not in traced:
+            signature = [tf.TensorSpec(spec, tf.uint8)]
+            traced[spec] = tf.function(prepare, input_signature=signature)
+        prepared.append(traced[spec](tf.constant(image)))
+    if not prepared:
+        raise ValueError("preprocess_images needs at least one image.")
+    shapes = {tuple(p.shape) for p in prepared}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"preprocessed images differ in shape {sorted(shapes)}; set dataset.image_size."
+        )
+    return _finish_batch(config)({"image": tf.stack(prepared)})["image"].numpy()
