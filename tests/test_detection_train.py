@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
@@ -26,6 +27,7 @@ from convjax.runs.detect import (
     detect_images,
     evaluate_workdir,
 )
+from convjax.runs.inference import inference_dataset_config, model_inputs
 from convjax.runs.train import train_and_evaluate
 from convjax.tasks import get_task
 from convjax.train.parallel import get_strategy
@@ -116,6 +118,13 @@ def test_smoke_training_with_override_then_detect_from_the_workdir_alone(tmp_pat
     Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).save(
         image_path
     )
+    # A 50 x 70 file reaches the model as the eval split's 64 x 64 inputs: the dataset's
+    # resize (bilinear, antialiased, rounded to uint8) and normalisation, from tf directly.
+    pixels = np.asarray(Image.open(image_path))
+    resized = tf.image.resize(pixels, (64, 64), method="bilinear", antialias=True)
+    want = (np.round(np.clip(resized.numpy(), 0, 255)) / 255.0 - 0.5) / 0.25
+    np.testing.assert_allclose(model_inputs([image_path], config.dataset)[0], want, atol=1e-5)
+    assert inference_dataset_config(config.dataset).image_size == (64, 64)
     (written,) = detect_images(workdir, [image_path], min_score=0.0)
     assert np.asarray(Image.open(written)).shape[:2] == (150, 210)  # scaled 3x, aspect kept
     stale = yolo_shapes.get_config("smoke")  # the training override forgotten

@@ -12,7 +12,7 @@ workdir:
 
 :func:`detect_images` runs the same checkpoint on image files, preprocessed exactly as
 the eval split (:func:`convjax.data.pipeline.preprocess_images`), and writes each with
-its detections drawn.
+its detections drawn (:func:`convjax.runs.inference.model_inputs`: any image size).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from convjax.data import pipeline
 from convjax.detection.draw import draw_detections, image_grid, precision_recall_figure
 from convjax.runs import workdir as workdir_lib
-from convjax.runs.images import save_figure, save_png
+from convjax.runs.images import read_image, save_figure, save_png
+from convjax.runs.inference import model_inputs
 from convjax.tasks.detection import Detection
 
 METRICS_JSON = "detection_metrics.json"
@@ -118,14 +118,6 @@ def evaluate_workdir(
     return metrics
 
 
-def _read_rgb(path: str) -> np.ndarray:
-    """An image file -> uint8 [H, W, 3] (RGB; grey and alpha converted)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file {path!r} does not exist")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def detect_images(
     workdir: str,
     paths: Sequence[str],
@@ -134,19 +126,22 @@ def detect_images(
     output_dir: str | None = None,
     min_score: float = 0.3,
 ) -> list[str]:
-    """Runs the latest checkpoint on image files; writes ``<output_dir>/<name>.png``
+    """Runs the latest checkpoint on image files (paths, or ``skimage:<name>``), each
+    preprocessed as the eval split at the trained input size; writes ``<output_dir>/<name>.png``
     (default ``<workdir>/detections/``) with boxes, class names and scores drawn on the
     original image. Returns the written paths."""
     restored = restore_detector(workdir, config)
     config = restored.config
-    originals = [_read_rgb(path) for path in paths]
+    originals = [read_image(path) for path in paths]  # float32 [h, w, 3] in 0..1
+    inputs = model_inputs(originals, config.dataset)  # [N, H, W, C], as the eval split
     predict = restored.task.predict_fn(restored.model)
     names = class_names_for(config, int(config.model_kwargs.num_classes))
     output_dir = output_dir or os.path.join(workdir, DETECTIONS_DIR)
     written = []
-    for path, original in zip(paths, originals, strict=True):
-        inputs = pipeline.preprocess_images([original], config.dataset)  # [1, H, W, C]
-        decoded = jax.device_get(predict(restored.state.params, restored.state.model_state, inputs))
+    for i, (path, original) in enumerate(zip(paths, originals, strict=True)):
+        decoded = jax.device_get(
+            predict(restored.state.params, restored.state.model_state, inputs[i : i + 1])
+        )
         keep = decoded.valid[0] & (decoded.scores[0] >= min_score)
         oh, ow = original.shape[:2]
         drawn = draw_detections(

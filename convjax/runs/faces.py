@@ -11,8 +11,7 @@ identify, verify (``experiments/faces.py`` and notebooks call these).
   identities (:mod:`convjax.face.evaluation`), the threshold chosen on validation
   pairs; writes ``threshold.json``, ``roc.png`` and ``face_eval.json``.
 - :func:`enroll_files`, :func:`identify_files`, :func:`verify_files`: image files,
-  preprocessed exactly as the eval split
-  (:func:`convjax.data.pipeline.preprocess_images`).
+  preprocessed exactly as the eval split (:func:`convjax.runs.inference.model_inputs`).
 """
 
 from __future__ import annotations
@@ -29,10 +28,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from PIL import Image
 
 import convjax.data.identities  # noqa: F401  (registers the `identities` builder)
-from convjax.data import pipeline, samplers
+from convjax.data import samplers
 from convjax.face import evaluation, metrics
 from convjax.face.gallery import Gallery, Identification
 from convjax.face.thresholds import VerificationThreshold
@@ -41,6 +39,7 @@ from convjax.ops.distances import squared_distances
 from convjax.runs import train as train_lib
 from convjax.runs import workdir as workdir_lib
 from convjax.runs.images import save_figure
+from convjax.runs.inference import model_inputs
 from convjax.tasks import get_task
 from convjax.tasks.embedding import Embedding
 from convjax.tasks.verification import Verification
@@ -220,17 +219,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return report
 
 
-def _read_rgb(path: str) -> np.ndarray:
-    """An image file -> uint8 [H, W, 3] (RGB; grey and alpha converted)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file {path!r} does not exist")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def embed_files(embedder: Embedder, paths: Sequence[str]) -> np.ndarray:
-    """Embeds image files, preprocessed exactly as the eval split: -> [N, D]."""
-    images = pipeline.preprocess_images([_read_rgb(p) for p in paths], embedder.config.dataset)
+    """Embeds image files (paths, or ``skimage:<name>``), preprocessed exactly as the
+    eval split at the trained input size (:func:`convjax.runs.inference.model_inputs`):
+    -> [N, D]."""
+    images = model_inputs(list(paths), embedder.config.dataset)
     return np.asarray(embedder.embed(jnp.asarray(images)))
 
 
