@@ -77,15 +77,17 @@ def _say(message: str) -> None:
 def _initial_state(
     setup: _Setup, config: ml_collections.ConfigDict, workdir: str, checkpointer: Checkpointer
 ) -> TrainState:
-    """The latest checkpoint's state (restored into a ``jax.eval_shape`` target), or a
-    freshly initialised one. A workdir trained with an incompatible config is refused."""
-    if checkpointer.latest_step() is None:
-        return init_train_state(setup.model, setup.task, config, setup.image_shape)
-    abstract = abstract_train_state(setup.model, setup.task, config, setup.image_shape)
-    workdir_lib.check_compatible(workdir, config, abstract, setup.image_shape)
-    state = workdir_lib.restore_state(checkpointer, abstract)
-    _say(f"Resumed from {checkpointer.directory} at step {int(state.step)}")
-    return state
+    """The newest readable checkpoint's state (restored into a ``jax.eval_shape``
+    target), or a freshly initialised one. A workdir trained with an incompatible
+    config is refused."""
+    if checkpointer.latest_step() is not None:
+        abstract = abstract_train_state(setup.model, setup.task, config, setup.image_shape)
+        workdir_lib.check_compatible(workdir, config, abstract, setup.image_shape)
+        state = workdir_lib.restore_state(checkpointer, abstract)
+        if state is not None:
+            _say(f"Resumed from {checkpointer.directory} at step {int(state.step)}")
+            return state
+    return init_train_state(setup.model, setup.task, config, setup.image_shape)
 
 
 def _train_batches(

@@ -205,11 +205,7 @@ def restore_state(
     """Checkpoint ``step`` (default: latest) restored into ``abstract`` (a TrainState of
     ``jax.ShapeDtypeStruct``, from :func:`~convjax.train.setup.abstract_train_state`) as
     a host TrainState; ``None`` when there is no checkpoint."""
-    # Read-only zero views: the target's shapes and dtypes without allocating anything.
-    target = jax.tree.map(
-        lambda s: np.broadcast_to(np.zeros((), s.dtype), s.shape), abstract.checkpoint_items()
-    )
-    items = checkpointer.restore(target, step=step)
+    items = checkpointer.restore(abstract.checkpoint_items(), step=step)
     return None if items is None else abstract.replace_from_checkpoint(items)
 
 
