@@ -23,7 +23,7 @@ def fast_compiles():
 
 def init_state(model, example, task=None, lr=1e-2):
     rng = jax.random.PRNGKey(0)
-    if task is not None and hasattr(task, "init_variables"):
+    if task is not None:
         variables = dict(task.init_variables(model, rng, example))
     else:
         variables = dict(jax.jit(lambda r, x: model.init(r, x, train=False))(rng, example))
@@ -47,6 +47,25 @@ def test_embedding_net_is_unit_norm_and_siamese_shares_weights():
     head = variables["params"]["head"]["logit"]
     want = np.abs(np.asarray(e[:3]) - np.asarray(e[3:])) @ np.asarray(head["kernel"])[:, 0]
     np.testing.assert_allclose(logits, want + float(head["bias"][0]), rtol=1e-4, atol=1e-5)
+
+
+def test_tasks_embed_images_with_the_models_embedding_network():
+    x = jax.random.normal(jax.random.PRNGKey(2), (4, 28, 28, 3))
+    verifier = get_model("siamese_verifier", **SMALL_EMBEDDING)
+    variables = get_task("verification").init_variables(verifier, jax.random.PRNGKey(0), x[:1])
+    got = get_task("verification").embed_fn(verifier)(variables, x)
+    # The same weights in a standalone embedding network give the same embeddings.
+    embedder = get_model("embedding", **SMALL_EMBEDDING)
+    inner = {
+        "params": variables["params"]["embedder"],
+        "batch_stats": variables["batch_stats"]["embedder"],
+    }
+    np.testing.assert_allclose(got, embedder.apply(inner, x, train=False), rtol=1e-5, atol=1e-6)
+    assert got.shape == (4, 16)
+    own = get_task("embedding").embed_fn(embedder)(inner, x)
+    np.testing.assert_allclose(own, got, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="embeds images with model 'siamese_verifier'"):
+        get_task("verification").embed_fn(get_model("verification_head", kind="l1"))
 
 
 @pytest.mark.parametrize("kind", ["l1", "chi2"])
