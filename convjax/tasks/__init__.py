@@ -1,6 +1,7 @@
 """Tasks: what a batch means for a model (loss and metrics). Importing registers them."""
 
 from convjax.tasks import (
+    activation_max,  # noqa: F401  (registers tasks)
     classification,  # noqa: F401  (registers tasks)
     detection,  # noqa: F401  (registers tasks)
     embedding,  # noqa: F401  (registers tasks)
