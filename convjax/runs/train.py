@@ -124,8 +124,12 @@ class _Callbacks:
     ):
         self.setup, self.config = setup, config
         self.checkpointer, self.logger = checkpointer, logger
-        self.eval_step = setup.strategy.compile_eval_step(setup.task.eval_fn(setup.model))
-        self.progress = loop.Progress(start_step, setup.num_steps)
+        self.progress = loop.Progress(
+            start_step, setup.num_steps, eval_every=config.get("eval_every_steps") or 0
+        )
+        self.eval_step = self.progress.timed_first_call(
+            setup.strategy.compile_eval_step(setup.task.eval_fn(setup.model)), "eval"
+        )
         self.last_checkpoint = checkpointer.latest_step()
         self.eval_metrics: dict[str, float] = {}
 
@@ -135,7 +139,7 @@ class _Callbacks:
             self.setup.task.check_train_metrics(step, scalars)  # task-specific warnings
         steps_per_sec = self.progress.update(step)
         self.logger.write(step, "train", scalars | {"steps_per_sec": steps_per_sec})
-        shown = {k: v for k, v in scalars.items() if k in ("loss", "accuracy")}
+        shown = {k: scalars[k] for k in ("loss", "accuracy") if k in scalars}
         _say(self.progress.line(step, shown))
 
     def run_eval(self, state: PyTree) -> dict[str, float]:
@@ -146,10 +150,14 @@ class _Callbacks:
         return self.eval_metrics
 
     def evaluate(self, step: int, state: PyTree) -> None:
-        self.run_eval(state)
-        self.logger.write(step, "eval", self.eval_metrics)
-        line = " ".join(f"{k}={v:.4f}" for k, v in self.eval_metrics.items())
-        _say(f"eval at step {step}: {line}")
+        with self.progress.evaluating(step):
+            self.run_eval(state)
+        # ``count`` is how many examples were evaluated, not a metric to plot.
+        metrics = {k: v for k, v in self.eval_metrics.items() if k != "count"}
+        self.logger.write(step, "eval", metrics)
+        line = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        count = int(self.eval_metrics.get("count", 0))
+        _say(f"eval at step {step} on {count:,} examples: {line}")
 
     def checkpoint(self, step: int, state: PyTree) -> None:
         self.checkpointer.save(step, self.setup.strategy.get_state(state).checkpoint_items())
@@ -176,10 +184,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     del state
     try:
         device_state = loop.run_steps(
-            setup.strategy.compile_train_step(
-                setup.task.loss_fn(setup.model),
-                # With dataset.augment_in_pipeline=False: augment + normalise on device.
-                pipeline.device_augment(config.dataset, seed=config.seed),
+            callbacks.progress.timed_first_call(  # its first call compiles
+                setup.strategy.compile_train_step(
+                    setup.task.loss_fn(setup.model),
+                    # With dataset.augment_in_pipeline=False: augment + normalise on device.
+                    pipeline.device_augment(config.dataset, seed=config.seed),
+                )
             ),
             device_state,
             _train_batches(setup, config, start_step),

@@ -11,6 +11,7 @@ step. What those callbacks write, and where, is the caller's business
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -113,26 +114,113 @@ def check_finite(step: int, scalars: Mapping[str, float], last_checkpoint: int |
 
 
 class Progress:
-    """A one-line progress report with steps/s and ETA."""
+    """Progress lines that tell the truth about time, for steps ``start_step + 1 ..
+    total_steps`` of this process (a resumed run counts only its own steps).
 
-    def __init__(self, start_step: int, total_steps: int):
-        self.total = total_steps
-        self.last_step = start_step
-        self.last_time = time.perf_counter()
+    - The compile time is measured apart (wrap the compiled step with
+      :meth:`timed_first_call`: its first call traces and compiles) and shown on the
+      first line; steps/s counts only the time since, minus evaluation.
+    - steps/s and the ETA average over the whole run so far, not the last interval.
+    - The ETA adds the evaluations still to come (every ``eval_every`` steps and after
+      the last step, as :class:`Every` calls them), each costing the mean of the
+      evaluations timed so far by :meth:`evaluating` (their compile left out).
+
+    ``clock`` is injectable (seconds, monotonic) so tests can drive time.
+    """
+
+    def __init__(
+        self,
+        start_step: int,
+        total_steps: int,
+        *,
+        eval_every: int = 0,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.start_step = int(start_step)
+        self.total = int(total_steps)
+        self.clock = clock
+        self.compile_seconds: dict[str, float] = {}  # "train" / "eval" -> first-call seconds
         self.steps_per_sec = float("nan")
+        self._steps_since = clock()  # replaced by the end of the first (compiling) call
+        self._eval_seconds = 0.0  # evaluation time since _steps_since
+        self._eval_costs: list[float] = []  # seconds per evaluation, compile excluded
+        due = Every(eval_every, lambda step, state: None).due  # the loop's eval cadence
+        self._evals_to_come = {
+            s for s in range(self.start_step + 1, self.total + 1) if due(s, self.total)
+        }
+        self._compile_shown = False
+
+    def timed_first_call(self, fn: Callable, what: str = "train") -> Callable:
+        """``fn`` whose first call (trace + compile + dispatch) is timed as
+        ``compile_seconds[what]``; for ``"train"`` the step rate is counted from its end."""
+
+        def call(*args, **kwargs):
+            if what in self.compile_seconds:
+                return fn(*args, **kwargs)
+            start = self.clock()
+            out = fn(*args, **kwargs)
+            end = self.clock()
+            self.compile_seconds[what] = end - start
+            if what == "train":
+                self._steps_since, self._eval_seconds = end, 0.0
+            return out
+
+        return call
+
+    @contextlib.contextmanager
+    def evaluating(self, step: int) -> Iterator[None]:
+        """Times the evaluation at ``step`` (the block): left out of steps/s, its cost
+        (less an eval compile inside it) predicts the evaluations to come."""
+        compiled = self.compile_seconds.get("eval", 0.0)
+        start = self.clock()
+        try:
+            yield
+        finally:
+            seconds = self.clock() - start
+            self._eval_seconds += seconds
+            self._eval_costs.append(seconds - (self.compile_seconds.get("eval", 0.0) - compiled))
+            self._evals_to_come.discard(step)
 
     def update(self, step: int) -> float:
-        now = time.perf_counter()
-        if step > self.last_step:
-            self.steps_per_sec = (step - self.last_step) / max(now - self.last_time, 1e-9)
-        self.last_step, self.last_time = step, now
+        """steps/s of this process's steps up to ``step`` (compile and evaluation left out)."""
+        busy = self.clock() - self._steps_since - self._eval_seconds
+        if step > self.start_step and busy > 0:
+            self.steps_per_sec = (step - self.start_step) / busy
         return self.steps_per_sec
 
+    def evals_to_come(self, step: int) -> int:
+        """Evaluations not yet run at ``step`` (the one due at ``step`` included)."""
+        return sum(1 for s in self._evals_to_come if s >= step)
+
+    def eta_seconds(self, step: int) -> float:
+        """Seconds left after ``step``: the steps at the mean rate, plus the evaluations
+        to come at their mean cost (0 until one has been timed; :meth:`line` says so)."""
+        steps = (self.total - step) / self.steps_per_sec if self.steps_per_sec > 0 else math.nan
+        cost = float(np.mean(self._eval_costs)) if self._eval_costs else 0.0
+        return steps + self.evals_to_come(step) * cost
+
     def line(self, step: int, scalars: Mapping[str, float]) -> str:
-        remaining = (self.total - step) / self.steps_per_sec if self.steps_per_sec > 0 else 0.0
-        eta = time.strftime("%H:%M:%S", time.gmtime(remaining)) if math.isfinite(remaining) else "?"
-        metrics = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
-        return (
-            f"step {step}/{self.total} ({100.0 * step / self.total:.0f}%) | {metrics} | "
-            f"{self.steps_per_sec:.1f} steps/s | ETA {eta}"
-        )
+        """``step 50/400 (12%) | loss=1.52 | compile 3.1 s | 6.2 steps/s | ETA 0:01:02 + 2 evals``
+        (the compile time on the first line only; ``+ N evals`` until one is timed)."""
+        parts = [f"step {step}/{self.total} ({100.0 * step / max(self.total, 1):.0f}%)"]
+        if scalars:
+            parts.append(" ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
+        if "train" in self.compile_seconds and not self._compile_shown:
+            parts.append(f"compile {self.compile_seconds['train']:.1f} s")
+            self._compile_shown = True
+        parts.append(f"{self.steps_per_sec:.1f} steps/s")
+        eta = f"ETA {format_duration(self.eta_seconds(step))}"
+        untimed = self.evals_to_come(step) if not self._eval_costs else 0
+        if untimed:  # no evaluation timed yet: their time is not in the ETA
+            eta += f" + {untimed} eval{'s' if untimed > 1 else ''}"
+        parts.append(eta)
+        return " | ".join(parts)
+
+
+def format_duration(seconds: float) -> str:
+    """``H:MM:SS`` (hours unbounded); ``?`` when unknown."""
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(round(max(seconds, 0.0))), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
