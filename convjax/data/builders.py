@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import io
 import pkgutil
+import time
+from collections.abc import Iterator
 
 import ml_collections
 import tensorflow_datasets as tfds
 from absl import logging
+
+from convjax.quiet import DropNoise
 
 
 def _import_data_modules() -> None:
@@ -58,7 +64,76 @@ def get_builder(
             f"{offline_datasets()}; any name in tfds.list_builders() works where tfds can "
             "download or find it."
         ) from error
-    if prepare and not builder.is_prepared():
+    if prepare and not is_prepared(builder):
         download_config = tfds.download.DownloadConfig(manual_dir=config.get("manual_dir"))
-        builder.download_and_prepare(download_config=download_config)
+        if is_offline_builder(builder):
+            build_offline(builder, download_config)
+        else:
+            builder.download_and_prepare(download_config=download_config)
     return builder
+
+
+def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+    """``builder.is_prepared()`` without tfds' "Variant folder ... has no dataset_info.json"
+    warning, which only says that the dataset is not built yet."""
+    drop = DropNoise()
+    absl_logger = logging.get_absl_logger()
+    absl_logger.addFilter(drop)
+    try:
+        return builder.is_prepared()
+    finally:
+        absl_logger.removeFilter(drop)
+
+
+def is_offline_builder(builder: tfds.core.DatasetBuilder) -> bool:
+    """Whether ``builder`` is one of convjax's offline builders (built, not downloaded)."""
+    return type(builder).__module__.startswith("convjax.")
+
+
+@contextlib.contextmanager
+def _quiet_tfds() -> Iterator[None]:
+    """No tfds progress bars, prints or log records below ERROR inside the block."""
+    utils = tfds.core.utils.tqdm_utils
+    bars = utils._active  # noqa: SLF001 -- tfds has a setter for it but no getter.
+    absl_logger = logging.get_absl_logger()
+    level = absl_logger.level
+    tfds.display_progress_bar(False)
+    absl_logger.setLevel(max(level, logging.ERROR))  # e.g. "Variant folder ... has no ..."
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # "Downloading and preparing ..."
+            yield
+    finally:
+        absl_logger.setLevel(level)
+        tfds.display_progress_bar(bars)
+
+
+def build_offline(
+    builder: tfds.core.DatasetBuilder, download_config: tfds.download.DownloadConfig
+) -> None:
+    """Builds an offline dataset with one line of output of its own.
+
+    tfds would announce a download of "Unknown size", a missing ``dataset_info.json``
+    and progress bars (escape codes in a log file); nothing is downloaded, so the line
+    says what is built, where, and how many examples it holds::
+
+      Building offline dataset sklearn_digits in DIR/sklearn_digits/1.0.0 ... 1,797
+      examples (train 1,438, test 359) in 3.1 s
+    """
+    name = builder.name + (f"/{builder.builder_config.name}" if builder.builder_config else "")
+    print(f"Building offline dataset {name} in {builder.data_dir} ...", end="", flush=True)
+    start = time.perf_counter()
+    try:
+        with _quiet_tfds():
+            builder.download_and_prepare(download_config=download_config)
+    except BaseException:
+        print(" failed", flush=True)
+        raise
+    splits = {name: info.num_examples for name, info in builder.info.splits.items()}
+    order = {"train": 0, "validation": 1, "test": 2}
+    parts = ", ".join(
+        f"{name} {n:,}" for name, n in sorted(splits.items(), key=lambda s: order.get(s[0], 3))
+    )
+    print(
+        f" {sum(splits.values()):,} examples ({parts}) in {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )

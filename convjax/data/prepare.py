@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
 
-from convjax.data.builders import get_builder
+from convjax.data.builders import get_builder, is_prepared
 from convjax.data.config import resolve_dataset_config
 
 
@@ -42,7 +42,7 @@ def prepare_dataset(
     """
     config = resolve_dataset_config({"name": name, "data_dir": data_dir, "manual_dir": manual_dir})
     builder = get_builder(config, prepare=False)
-    if not builder.is_prepared():
+    if not is_prepared(builder):
         instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
         where = _manual_dir(builder, manual_dir)
         if instructions and not (os.path.isdir(where) and os.listdir(where)):

@@ -15,9 +15,11 @@ with seed 0 (:func:`convjax.data.splits.stratified_split`).
 
 from __future__ import annotations
 
+import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from convjax.data.builders import get_builder
 from convjax.data.splits import stratified_split
 
 SKIMAGE_IMAGE_NAMES = (
@@ -100,9 +102,9 @@ def load_skimage_image(name: str, data_dir: str | None = None) -> np.ndarray:
     """One image of ``skimage_images`` by name: uint8 [H, W, 3] (prepares the set if needed)."""
     if name not in SKIMAGE_IMAGE_NAMES:
         raise ValueError(f"Unknown skimage image {name!r}; valid: {list(SKIMAGE_IMAGE_NAMES)}.")
-    builder = tfds.builder("skimage_images", data_dir=data_dir)
-    if not builder.is_prepared():
-        builder.download_and_prepare()
+    builder = get_builder(
+        ml_collections.ConfigDict({"name": "skimage_images", "data_dir": data_dir})
+    )
     index = SKIMAGE_IMAGE_NAMES.index(name)
     # The set is one small shard written in generation order; filter to be safe.
     read_config = tfds.ReadConfig(try_autocache=False)
