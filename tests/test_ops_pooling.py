@@ -161,6 +161,55 @@ def test_jit_grad_and_dtypes(images):
     assert avg_pool(ints, 2).dtype == jnp.float32
 
 
+def _lax_max_pool(x, windows, strides, pads):
+    """XLA's reduce_window max: its gradient is select_and_scatter (first maximum wins)."""
+    return jax.lax.reduce_window(
+        x, -jnp.inf, jax.lax.max, (1, *windows, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
+    )
+
+
+@pytest.mark.parametrize(
+    "window,stride,pads",
+    [
+        (2, 2, ((0, 0), (0, 0))),
+        (3, 2, ((1, 1), (1, 1))),  # ResNet stem
+        (3, 2, ((0, 0), (0, 0))),  # AlexNet, floor mode drops the last row
+        (3, 1, ((1, 1), (1, 1))),  # Inception branch
+        (3, 2, ((0, 1), (0, 1))),  # GoogLeNet ceil mode
+        (2, 3, ((0, 0), (0, 0))),  # stride > window: unread rows
+    ],
+)
+def test_max_pool_gradient_equals_xla_select_and_scatter(window, stride, pads):
+    rng = np.random.default_rng(window * 10 + stride)
+    # Small integers: many ties, which must go to the first maximum of each window.
+    x = jnp.asarray(rng.integers(0, 4, size=(2, 9, 10, 3)).astype(np.float32))
+    dy = jnp.asarray(rng.normal(size=max_pool(x, window, stride, pads).shape).astype(np.float32))
+    got, vjp = jax.vjp(lambda v: max_pool(v, window, stride, pads), x)
+    want, vjp_ref = jax.vjp(lambda v: _lax_max_pool(v, (window,) * 2, (stride,) * 2, pads), x)
+    np.testing.assert_array_equal(got, want)
+    # Overlapping windows add their gradients in a different order: float rounding only.
+    np.testing.assert_allclose(vjp(dy)[0], vjp_ref(dy)[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("size,window,stride,padding", [(13, 3, 2, 0), (9, 3, 2, 1), (14, 2, 2, 0)])
+def test_ceil_mode_matches_pytorch(size, window, stride, padding):
+    torch = pytest.importorskip("torch", reason="PyTorch CPU is an optional reference")
+    x = np.random.default_rng(size).normal(size=(2, size, size + 1, 3)).astype(np.float32)
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_()
+    yt = torch.nn.functional.max_pool2d(xt, window, stride, padding, ceil_mode=True)
+    dy = np.random.default_rng(1).normal(size=yt.shape).astype(np.float32)
+    yt.backward(torch.from_numpy(dy))
+    y, vjp = jax.vjp(lambda v: max_pool(v, window, stride, padding, ceil_mode=True), x)
+    np.testing.assert_array_equal(y, yt.detach().permute(0, 2, 3, 1).numpy())
+    np.testing.assert_allclose(
+        vjp(jnp.asarray(dy).transpose(0, 2, 3, 1))[0],
+        xt.grad.permute(0, 2, 3, 1).numpy(),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    np.testing.assert_array_equal(y, max_pool_reference(x, window, stride, padding, ceil_mode=True))
+
+
 @pytest.mark.parametrize(
     "shape,kwargs,message",
     [

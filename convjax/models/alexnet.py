@@ -26,11 +26,11 @@ from convjax.models.blocks import (
     choose,
     flatten,
     local_response_norm,
-    max_pool,
 )
 from convjax.models.checks import check_images
 from convjax.models.layers import Conv
 from convjax.models.registry import register_alias
+from convjax.ops.pooling import max_pool
 
 # (features, kernel, stride, padding, groups) per convolution, and where pools/LRN go.
 VARIANTS = {
@@ -68,6 +68,8 @@ class AlexNet(nn.Module):
       include_top: ``False`` returns ``pool5`` [B, H', W', C].
       dropout_rate: dropout before ``fc6`` and ``fc7`` in training.
       dtype: compute dtype (parameters stay float32).
+      conv_impl: the convolution: ``'auto'``, ``'cpu'`` or ``'xla'``
+        (see :mod:`convjax.models.layers`).
     """
 
     variant: str = "torchvision"
@@ -76,6 +78,7 @@ class AlexNet(nn.Module):
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
     axis_name: str | None = None  # no BatchNorm; kept for a uniform model interface
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -91,6 +94,7 @@ class AlexNet(nn.Module):
                 padding=((pad, pad), (pad, pad)),
                 feature_group_count=groups,
                 dtype=self.dtype,
+                conv_impl=self.conv_impl,
                 name=f"conv{i}",
             )(x)
             x = nn.relu(x)

@@ -2,7 +2,8 @@
 
 Everything here is shape-static and jit-friendly. Pooling follows PyTorch's
 conventions (floor division of the output size, explicit padding) so weights
-converted from torchvision give the same activations.
+converted from torchvision give the same activations. ``max_pool`` is
+:func:`convjax.ops.pooling.max_pool` (``ceil_mode=True`` for GoogLeNet's pools).
 """
 
 from __future__ import annotations
@@ -15,40 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convjax.ops.pooling import max_pool
+
 
 def choose(table: Mapping[str, Any], key: str, what: str) -> Any:
     """``table[key]``, or a ``ValueError`` that names the valid keys."""
     if key not in table:
         raise ValueError(f"Unknown {what} {key!r}; valid: {', '.join(sorted(table))}")
     return table[key]
-
-
-def pool_output_size(size: int, window: int, stride: int, padding: int, ceil_mode: bool) -> int:
-    """PyTorch's pooled length: floor (or ceil) of (size + 2 padding - window) / stride, + 1.
-
-    In ceil mode the last window must still start inside the input or its left padding.
-    """
-    span = size + 2 * padding - window
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
-
-
-def max_pool(
-    x: jax.Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False
-) -> jax.Array:
-    """PyTorch ``MaxPool2d``: x [B, H, W, C] -> [B, H', W', C], padding with -inf.
-
-    ``ceil_mode`` rounds the output size up (GoogLeNet), padding the right/bottom edge.
-    """
-    pads = []
-    for size in x.shape[1:3]:
-        out = pool_output_size(size, window, stride, padding, ceil_mode)
-        # Floor mode can leave trailing rows unused; clamp rather than pad negatively
-        # (negative padding breaks reduce_window's gradient on XLA:CPU).
-        pads.append((padding, max(0, (out - 1) * stride + window - size - padding)))
-    return nn.max_pool(x, (window, window), strides=(stride, stride), padding=tuple(pads))
 
 
 def avg_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from convjax.models.checks import check_images
 from convjax.models.layers import Conv
 from convjax.models.registry import register
+from convjax.ops.pooling import max_pool
 
 YOLO_VERSIONS = ("v1", "v2")
 
@@ -31,12 +32,19 @@ class DarknetBackbone(nn.Module):
     pools: int = 3
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for i, width in enumerate(self.widths):
             x = Conv(
-                width, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype, name=f"conv{i}"
+                width,
+                (3, 3),
+                padding="SAME",
+                use_bias=False,
+                dtype=self.dtype,
+                conv_impl=self.conv_impl,
+                name=f"conv{i}",
             )(x)
             x = nn.BatchNorm(
                 use_running_average=not train,
@@ -47,7 +55,7 @@ class DarknetBackbone(nn.Module):
             )(x)
             x = nn.leaky_relu(x, 0.1)
             if i < self.pools:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, 2)
         return x
 
 
@@ -78,6 +86,7 @@ class YOLO(nn.Module):
     head_width: int = 128
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -85,15 +94,16 @@ class YOLO(nn.Module):
         if self.version not in YOLO_VERSIONS:
             raise ValueError(f"Unknown YOLO version {self.version!r}; valid: v1, v2")
         _check_detection_input(x, "yolo", self.pools)
-        x = DarknetBackbone(self.widths, self.pools, self.dtype, self.axis_name, name="backbone")(
-            x.astype(self.dtype), train
-        )
+        x = DarknetBackbone(
+            self.widths, self.pools, self.dtype, self.axis_name, self.conv_impl, name="backbone"
+        )(x.astype(self.dtype), train)
         x = Conv(
             self.head_width,
             (3, 3),
             padding="SAME",
             use_bias=False,
             dtype=self.dtype,
+            conv_impl=self.conv_impl,
             name="head_conv",
         )(x)
         x = nn.BatchNorm(
@@ -108,7 +118,9 @@ class YOLO(nn.Module):
             channels = self.num_anchors * (5 + self.num_classes)
         else:
             channels = self.num_predictors * 5 + self.num_classes
-        out = Conv(channels, (1, 1), dtype=self.dtype, name="head_out")(x).astype(jnp.float32)
+        out = Conv(channels, (1, 1), dtype=self.dtype, conv_impl=self.conv_impl, name="head_out")(
+            x
+        ).astype(jnp.float32)
         if self.version == "v2":
             out = out.reshape(out.shape[:3] + (self.num_anchors, 5 + self.num_classes))
         return out
@@ -124,13 +136,14 @@ class LocalizationNet(nn.Module):
     pools: int = 3
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         _check_detection_input(x, "localization_net", self.pools)
-        x = DarknetBackbone(self.widths, self.pools, self.dtype, self.axis_name, name="backbone")(
-            x.astype(self.dtype), train
-        )
+        x = DarknetBackbone(
+            self.widths, self.pools, self.dtype, self.axis_name, self.conv_impl, name="backbone"
+        )(x.astype(self.dtype), train)
         x = x.reshape((x.shape[0], -1))  # keeps where things are, unlike global pooling
         x = nn.relu(nn.Dense(256, dtype=self.dtype, name="fc")(x))
         return nn.Dense(5 + self.num_classes, dtype=self.dtype, name="out")(x).astype(jnp.float32)
@@ -146,13 +159,14 @@ class LandmarkNet(nn.Module):
     pools: int = 3
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         _check_detection_input(x, "landmark_net", self.pools)
-        x = DarknetBackbone(self.widths, self.pools, self.dtype, self.axis_name, name="backbone")(
-            x.astype(self.dtype), train
-        )
+        x = DarknetBackbone(
+            self.widths, self.pools, self.dtype, self.axis_name, self.conv_impl, name="backbone"
+        )(x.astype(self.dtype), train)
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(256, dtype=self.dtype, name="fc")(x))
         x = nn.Dense(2 * self.num_landmarks, dtype=self.dtype, name="out")(x)
@@ -172,6 +186,7 @@ class WindowClassifier(nn.Module):
     features: int = 16
     hidden: int = 400
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -182,11 +197,16 @@ class WindowClassifier(nn.Module):
                 f"{tuple(x.shape)}. Use window_classifier_conv for whole images."
             )
         x = nn.relu(
-            Conv(self.features, (5, 5), padding="VALID", dtype=self.dtype, name="conv")(
-                x.astype(self.dtype)
-            )
+            Conv(
+                self.features,
+                (5, 5),
+                padding="VALID",
+                dtype=self.dtype,
+                conv_impl=self.conv_impl,
+                name="conv",
+            )(x.astype(self.dtype))
         )
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2)
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
         x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc2")(x))
@@ -208,19 +228,36 @@ class WindowClassifierConv(nn.Module):
     features: int = 16
     hidden: int = 400
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_images(x, model="window_classifier_conv", min_size=self.window)
         pooled = (self.window - 4) // 2
         x = nn.relu(
-            Conv(self.features, (5, 5), padding="VALID", dtype=self.dtype, name="conv")(
-                x.astype(self.dtype)
-            )
+            Conv(
+                self.features,
+                (5, 5),
+                padding="VALID",
+                dtype=self.dtype,
+                conv_impl=self.conv_impl,
+                name="conv",
+            )(x.astype(self.dtype))
         )
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2)
         x = nn.relu(
-            Conv(self.hidden, (pooled, pooled), padding="VALID", dtype=self.dtype, name="fc1")(x)
+            Conv(
+                self.hidden,
+                (pooled, pooled),
+                padding="VALID",
+                dtype=self.dtype,
+                conv_impl=self.conv_impl,
+                name="fc1",
+            )(x)
         )
-        x = nn.relu(Conv(self.hidden, (1, 1), dtype=self.dtype, name="fc2")(x))
-        return Conv(self.num_classes, (1, 1), dtype=self.dtype, name="fc3")(x).astype(jnp.float32)
+        x = nn.relu(
+            Conv(self.hidden, (1, 1), dtype=self.dtype, conv_impl=self.conv_impl, name="fc2")(x)
+        )
+        return Conv(
+            self.num_classes, (1, 1), dtype=self.dtype, conv_impl=self.conv_impl, name="fc3"
+        )(x).astype(jnp.float32)

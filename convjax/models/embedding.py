@@ -46,7 +46,7 @@ class EmbeddingNet(nn.Module):
     ``embed_dim``, then L2-normalised: images [B, H, W, C] -> embeddings [B, embed_dim].
 
     ``backbone_kwargs`` go to the backbone (e.g. ``{'batch_norm': True}`` for lenet5);
-    ``dtype`` and ``axis_name`` are passed on when the backbone has them.
+    ``dtype``, ``axis_name`` and ``conv_impl`` are passed on when the backbone has them.
     """
 
     backbone: str = "lenet5"
@@ -55,6 +55,7 @@ class EmbeddingNet(nn.Module):
     normalise: bool = True
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     @property
     def num_classes(self) -> int:  # the output width, as for every zoo model
@@ -73,7 +74,7 @@ class EmbeddingNet(nn.Module):
                 f"the embedding; pick a classifier from the model zoo."
             )
         kwargs["num_classes"] = self.embed_dim
-        for name in ("dtype", "axis_name"):
+        for name in ("dtype", "axis_name", "conv_impl"):
             if name in fields and name not in kwargs:
                 kwargs[name] = getattr(self, name)
         features = ctor(**kwargs, name="backbone")(x, train=train)
@@ -129,10 +130,17 @@ class SiameseVerifier(nn.Module):
     kind: str = "l1"
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     def setup(self):
         self.embedder = EmbeddingNet(
-            self.backbone, self.backbone_kwargs, self.embed_dim, True, self.dtype, self.axis_name
+            self.backbone,
+            self.backbone_kwargs,
+            self.embed_dim,
+            True,
+            self.dtype,
+            self.axis_name,
+            self.conv_impl,
         )
         self.head = VerificationHead(self.kind)
 

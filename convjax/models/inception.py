@@ -27,10 +27,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convjax.models.blocks import adaptive_avg_pool, batch_norm, flatten, max_pool
+from convjax.models.blocks import adaptive_avg_pool, batch_norm, flatten
 from convjax.models.checks import check_images
 from convjax.models.layers import Conv
 from convjax.models.registry import register_alias
+from convjax.ops.pooling import max_pool
 
 AUX_LOSS_WEIGHT = 0.3
 
@@ -48,6 +49,15 @@ BLOCKS = {
 }
 POOL_AFTER = {"inception3b": 3, "inception4e": 2}  # max-pool window (stride 2) after a block
 
+# He initialisation (fan-in, for ReLU units): every convolution's output, BatchNorm's
+# input, starts at unit scale. The truncated normal with std 0.01 that torchvision
+# kept from the BatchNorm-less original starts them near 0.08 and ever smaller through
+# the stem, and BatchNorm divides its gradients by that scale: step-1 gradient norm
+# ~2,400 and a first SGD update 2.7x the weights' norm at learning rate 0.1, while the
+# running variances (initialised to 1) describe a network ~150x quieter than the one
+# trained, so evaluation right after a few steps gave losses of 1e7-1e8.
+CONV_INIT = nn.initializers.he_normal()
+
 
 class ConvBN(nn.Module):
     """Convolution (no bias) + BatchNorm + ReLU: x [B, H, W, C] -> [B, H', W', features]."""
@@ -57,6 +67,7 @@ class ConvBN(nn.Module):
     strides: int = 1
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -67,8 +78,9 @@ class ConvBN(nn.Module):
             strides=self.strides,
             padding=((pad, pad), (pad, pad)),
             use_bias=False,
-            kernel_init=nn.initializers.truncated_normal(0.01),
+            kernel_init=CONV_INIT,
             dtype=self.dtype,
+            conv_impl=self.conv_impl,
             name="conv",
         )(x)
         return nn.relu(batch_norm(train, self.axis_name, self.dtype, "bn", epsilon=1e-3)(x))
@@ -85,10 +97,13 @@ class InceptionBlock(nn.Module):
     big_kernel: int = 5
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        unit = functools.partial(ConvBN, dtype=self.dtype, axis_name=self.axis_name)
+        unit = functools.partial(
+            ConvBN, dtype=self.dtype, axis_name=self.axis_name, conv_impl=self.conv_impl
+        )
         b1, r3, b3, r5, b5, proj = self.widths
         branch1 = unit(b1, 1, name="b1x1")(x, train)
         branch3 = unit(b3, 3, name="b3x3")(unit(r3, 1, name="b3x3_reduce")(x, train), train)
@@ -106,11 +121,19 @@ class InceptionAux(nn.Module):
     dropout_rate: float = 0.7
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = adaptive_avg_pool(x, 4)
-        x = ConvBN(128, 1, dtype=self.dtype, axis_name=self.axis_name, name="conv")(x, train)
+        x = ConvBN(
+            128,
+            1,
+            dtype=self.dtype,
+            axis_name=self.axis_name,
+            conv_impl=self.conv_impl,
+            name="conv",
+        )(x, train)
         x = nn.relu(nn.Dense(1024, dtype=self.dtype, name="fc1")(flatten(x)))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="fc2")(x).astype(jnp.float32)
@@ -127,6 +150,8 @@ class GoogLeNet(nn.Module):
       dropout_rate: before ``head`` in training (torchvision 0.2; the paper 0.4).
       dtype: compute dtype (parameters stay float32).
       axis_name: data-parallel axis over which BatchNorm statistics are averaged.
+      conv_impl: the convolution: ``'auto'``, ``'cpu'`` or ``'xla'``
+        (see :mod:`convjax.models.layers`).
     """
 
     num_classes: int = 1000
@@ -136,6 +161,7 @@ class GoogLeNet(nn.Module):
     dropout_rate: float = 0.2
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -145,7 +171,9 @@ class GoogLeNet(nn.Module):
             raise ValueError(
                 f"big_kernel must be 5 (paper) or 3 (torchvision); got {self.big_kernel}"
             )
-        unit = functools.partial(ConvBN, dtype=self.dtype, axis_name=self.axis_name)
+        unit = functools.partial(
+            ConvBN, dtype=self.dtype, axis_name=self.axis_name, conv_impl=self.conv_impl
+        )
         x = x.astype(self.dtype)
         x = unit(64, 7, strides=2, name="conv1")(x, train)
         x = max_pool(x, 3, 2, ceil_mode=True)
@@ -154,12 +182,21 @@ class GoogLeNet(nn.Module):
         x = max_pool(x, 3, 2, ceil_mode=True)
         for name, widths in BLOCKS.items():
             x = InceptionBlock(
-                widths, self.big_kernel, dtype=self.dtype, axis_name=self.axis_name, name=name
+                widths,
+                self.big_kernel,
+                dtype=self.dtype,
+                axis_name=self.axis_name,
+                conv_impl=self.conv_impl,
+                name=name,
             )(x, train)
             if self.aux_logits and name in ("inception4a", "inception4d"):
                 aux_name = "aux1" if name == "inception4a" else "aux2"
                 InceptionAux(
-                    self.num_classes, dtype=self.dtype, axis_name=self.axis_name, name=aux_name
+                    self.num_classes,
+                    dtype=self.dtype,
+                    axis_name=self.axis_name,
+                    conv_impl=self.conv_impl,
+                    name=aux_name,
                 )(x, train)
             if name in POOL_AFTER:
                 x = max_pool(x, POOL_AFTER[name], 2, ceil_mode=True)

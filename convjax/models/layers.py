@@ -1,80 +1,81 @@
-"""Layers shared by every architecture, with the convolution swappable in one place.
+"""The convolution layer every architecture builds from, with its implementation per model.
 
-Every model builds its convolutions from :data:`Conv` (a ``flax.linen.Conv`` whose
-``conv_general_dilated`` is :func:`conv_general_dilated`). That function dispatches
-to the implementation selected with :func:`set_conv_impl` / :func:`use_conv_impl`
-at trace time, so a faster convolution (e.g. one specialised for CPU training) can
-replace XLA's for every model without touching any of them.
+:class:`Conv` is ``flax.linen.Conv`` with a ``conv_impl`` field naming the convolution
+it runs (parameters and outputs are the same whichever it is):
 
-Select the implementation before a step is traced: jitted functions that were
-already compiled keep the implementation they were traced with.
+- ``'xla'``: ``jax.lax.conv_general_dilated`` (XLA's convolution; fast on GPU/TPU).
+- ``'cpu'``: :func:`convjax.ops.conv_cpu.conv_general_dilated`, whose gradients are
+  matrix multiplies and whose one-input-channel case is a fused stencil; several
+  times faster to train on CPU, where XLA's weight-gradient convolution is slow.
+- ``'auto'`` (the default): ``'cpu'`` when JAX's default backend is the CPU, else
+  ``'xla'``, decided when the model is traced.
+
+Every zoo model has a ``conv_impl`` field (default ``'auto'``) that it passes to its
+convolutions, so ``get_model('resnet50', conv_impl='xla')`` chooses per model.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import flax.linen as nn
+import jax
 from jax import lax
 
-ConvImpl = Callable[..., object]
+from convjax.ops import conv_cpu
 
-_CONV_IMPLS: dict[str, ConvImpl] = {"xla": lax.conv_general_dilated}
-_active_conv_impl: str = "xla"
+ConvFunction = Callable[..., jax.Array]
 
-
-def register_conv_impl(name: str, fn: ConvImpl) -> None:
-    """Registers a drop-in replacement for ``jax.lax.conv_general_dilated``."""
-    _CONV_IMPLS[name] = fn
+CONV_IMPLS = ("auto", "cpu", "xla")
 
 
-def conv_impls() -> list[str]:
-    """Names of the registered convolution implementations."""
-    return sorted(_CONV_IMPLS)
+def resolve_conv_impl(conv_impl: str) -> str:
+    """``'cpu'`` or ``'xla'``: what ``conv_impl`` runs on JAX's current default backend."""
+    check_conv_impl(conv_impl)
+    if conv_impl == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "xla"
+    return conv_impl
 
 
-def set_conv_impl(name: str) -> None:
-    """Selects the convolution every :data:`Conv` traces from now on."""
-    global _active_conv_impl
-    if name not in _CONV_IMPLS:
-        raise ValueError(
-            f"Unknown convolution implementation {name!r}; valid: {', '.join(conv_impls())}"
-        )
-    _active_conv_impl = name
+def check_conv_impl(conv_impl: str) -> None:
+    """Raises ``ValueError`` naming the valid choices unless ``conv_impl`` is one."""
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"Unknown conv_impl {conv_impl!r}; valid: {', '.join(CONV_IMPLS)}")
 
 
-def active_conv_impl() -> str:
-    return _active_conv_impl
+def _auto_conv(*args, **kwargs) -> jax.Array:
+    return conv_function(resolve_conv_impl("auto"))(*args, **kwargs)
 
 
-@contextlib.contextmanager
-def use_conv_impl(name: str) -> Iterator[None]:
-    """Context manager form of :func:`set_conv_impl`."""
-    previous = _active_conv_impl
-    set_conv_impl(name)
-    try:
-        yield
-    finally:
-        set_conv_impl(previous)
+_FUNCTIONS: dict[str, ConvFunction] = {
+    "auto": _auto_conv,
+    "cpu": conv_cpu.conv_general_dilated,
+    "xla": lax.conv_general_dilated,
+}
 
 
-def conv_general_dilated(*args, **kwargs):
-    """``lax.conv_general_dilated`` signature; dispatches to the active implementation."""
-    return _CONV_IMPLS[_active_conv_impl](*args, **kwargs)
+def conv_function(conv_impl: str) -> ConvFunction:
+    """The ``lax.conv_general_dilated``-compatible function ``conv_impl`` names."""
+    check_conv_impl(conv_impl)
+    return _FUNCTIONS[conv_impl]
 
 
 class Conv(nn.Conv):
-    """``flax.linen.Conv`` routed through the swappable :func:`conv_general_dilated`.
+    """``flax.linen.Conv`` running the convolution ``conv_impl`` names.
 
-    Once its kernel exists, an input whose channel count does not match it is
-    rejected with a ``ValueError`` naming the expected shape (at trace time, before
-    XLA compiles anything).
+    x: [B, H, W, C] -> [B, H', W', features]. Once its kernel exists, an input whose
+    channel count does not match it is rejected with a ``ValueError`` naming the
+    expected shape (at trace time, before XLA compiles anything).
     """
 
-    conv_general_dilated: ConvImpl = conv_general_dilated
+    conv_impl: str = "auto"
 
-    def __call__(self, inputs):
+    def __post_init__(self) -> None:
+        # The function flax.linen.Conv calls follows conv_impl (also through clone()).
+        object.__setattr__(self, "conv_general_dilated", conv_function(self.conv_impl))
+        super().__post_init__()
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
         if self.has_variable("params", "kernel"):
             kernel_shape = self.get_variable("params", "kernel").shape
             expected = kernel_shape[-2] * self.feature_group_count

@@ -8,12 +8,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from convjax.models.blocks import POOLS
 from convjax.models.checks import check_images
 from convjax.models.layers import Conv
 from convjax.models.registry import register
 
 _ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
-_POOLS = {"max": nn.max_pool, "avg": nn.avg_pool}
 
 
 def _choice(table: dict[str, Any], key: str, what: str) -> Any:
@@ -38,16 +38,24 @@ class LeNet5(nn.Module):
     batch_norm: bool = False
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """x: [B, H, W, C] with H, W >= 28 -> logits [B, num_classes]."""
         check_images(x, model="lenet5", min_size=28)
         act = _choice(_ACTIVATIONS, self.activation, "activation")
-        pool = _choice(_POOLS, self.pool, "pool")
+        pool = _choice(POOLS, self.pool, "pool")
         x = x.astype(self.dtype)
         for i, features in enumerate((6, 16)):
-            x = Conv(features, (5, 5), padding="VALID", dtype=self.dtype, name=f"conv{i + 1}")(x)
+            x = Conv(
+                features,
+                (5, 5),
+                padding="VALID",
+                dtype=self.dtype,
+                conv_impl=self.conv_impl,
+                name=f"conv{i + 1}",
+            )(x)
             if self.batch_norm:
                 x = nn.BatchNorm(
                     use_running_average=not train,
@@ -56,7 +64,7 @@ class LeNet5(nn.Module):
                     dtype=self.dtype,
                     name=f"bn{i + 1}",
                 )(x)
-            x = pool(act(x), (2, 2), strides=(2, 2))
+            x = pool(act(x), 2, 2)
         x = x.reshape((x.shape[0], -1))
         x = act(nn.Dense(120, dtype=self.dtype, name="fc1")(x))
         x = act(nn.Dense(84, dtype=self.dtype, name="fc2")(x))
@@ -74,6 +82,7 @@ class SimpleConvNet(nn.Module):
 
     num_classes: int = 10
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -82,7 +91,12 @@ class SimpleConvNet(nn.Module):
         x = x.astype(self.dtype)
         for i, (features, size, stride) in enumerate(((10, 3, 1), (20, 5, 2), (40, 5, 2))):
             x = Conv(
-                features, (size, size), strides=stride, padding="VALID", dtype=self.dtype,
+                features,
+                (size, size),
+                strides=stride,
+                padding="VALID",
+                dtype=self.dtype,
+                conv_impl=self.conv_impl,
                 name=f"conv{i + 1}",
             )(x)
             x = nn.relu(x)

@@ -17,10 +17,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convjax.models.blocks import avg_pool, max_pool
+from convjax.models.blocks import avg_pool
 from convjax.models.checks import check_images
 from convjax.models.layers import Conv
 from convjax.models.registry import register
+from convjax.ops.pooling import max_pool
 
 
 class MLPConv(nn.Module):
@@ -33,6 +34,7 @@ class MLPConv(nn.Module):
     kernel: int
     relu_last: bool = True
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -41,7 +43,14 @@ class MLPConv(nn.Module):
             size = self.kernel if i == 0 else 1
             padding = ((pad, pad), (pad, pad)) if i == 0 else ((0, 0), (0, 0))
             name = "conv" if i == 0 else f"cccp{i}"
-            x = Conv(width, (size, size), padding=padding, dtype=self.dtype, name=name)(x)
+            x = Conv(
+                width,
+                (size, size),
+                padding=padding,
+                dtype=self.dtype,
+                conv_impl=self.conv_impl,
+                name=name,
+            )(x)
             if self.relu_last or i < len(self.widths) - 1:
                 x = nn.relu(x)
         return x
@@ -55,19 +64,29 @@ class NiN(nn.Module):
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
     axis_name: str | None = None  # no BatchNorm; kept for a uniform model interface
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """x: [B, H, W, C] with H, W >= 5 -> logits [B, num_classes]."""
         check_images(x, model="nin", min_size=5)
         x = x.astype(self.dtype)
-        x = MLPConv((192, 160, 96), 5, dtype=self.dtype, name="mlpconv1")(x)
+        x = MLPConv((192, 160, 96), 5, dtype=self.dtype, conv_impl=self.conv_impl, name="mlpconv1")(
+            x
+        )
         x = max_pool(x, 3, 2, padding=1)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = MLPConv((192, 192, 192), 5, dtype=self.dtype, name="mlpconv2")(x)
+        x = MLPConv(
+            (192, 192, 192), 5, dtype=self.dtype, conv_impl=self.conv_impl, name="mlpconv2"
+        )(x)
         x = avg_pool(x, 3, 2, padding=1)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         x = MLPConv(
-            (192, 192, self.num_classes), 3, relu_last=False, dtype=self.dtype, name="mlpconv3"
+            (192, 192, self.num_classes),
+            3,
+            relu_last=False,
+            dtype=self.dtype,
+            conv_impl=self.conv_impl,
+            name="mlpconv3",
         )(x)
         return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

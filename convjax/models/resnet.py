@@ -28,10 +28,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convjax.models.blocks import batch_norm, choose, max_pool
+from convjax.models.blocks import batch_norm, choose
 from convjax.models.checks import check_images
 from convjax.models.layers import Conv
 from convjax.models.registry import register_alias
+from convjax.ops.pooling import max_pool
 
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 SHORTCUTS = ("projection", "zero_pad")
@@ -55,6 +56,7 @@ class ResidualBlock(nn.Module):
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
     expansion: ClassVar[int] = 1
 
     def conv(self, features: int, kernel: int, strides: int = 1, name: str = "") -> nn.Module:
@@ -66,6 +68,7 @@ class ResidualBlock(nn.Module):
             use_bias=False,
             kernel_init=conv_init,
             dtype=self.dtype,
+            conv_impl=self.conv_impl,
             name=name,
         )
 
@@ -146,6 +149,8 @@ class ResNet(nn.Module):
       include_top: ``False`` returns the last stage's features [B, H', W', C'].
       dtype: compute dtype (parameters stay float32).
       axis_name: data-parallel axis over which BatchNorm statistics are averaged.
+      conv_impl: the convolution: ``'auto'``, ``'cpu'`` or ``'xla'``
+        (see :mod:`convjax.models.layers`).
     """
 
     stage_sizes: Sequence[int]
@@ -159,6 +164,7 @@ class ResNet(nn.Module):
     include_top: bool = True
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -178,6 +184,7 @@ class ResNet(nn.Module):
             zero_init_residual=self.zero_init_residual,
             dtype=self.dtype,
             axis_name=self.axis_name,
+            conv_impl=self.conv_impl,
         )
         x = x.astype(self.dtype)
         x = Conv(
@@ -188,6 +195,7 @@ class ResNet(nn.Module):
             use_bias=False,
             kernel_init=conv_init,
             dtype=self.dtype,
+            conv_impl=self.conv_impl,
             name="conv1",
         )(x)
         x = nn.relu(batch_norm(train, self.axis_name, self.dtype, "bn1")(x))

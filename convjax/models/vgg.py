@@ -56,6 +56,8 @@ class VGG(nn.Module):
       dropout_rate: dropout before ``fc7`` and ``head`` in training.
       dtype: compute dtype (parameters stay float32).
       axis_name: data-parallel axis over which BatchNorm statistics are averaged.
+      conv_impl: the convolution: ``'auto'``, ``'cpu'`` or ``'xla'``
+        (see :mod:`convjax.models.layers`).
     """
 
     stage_sizes: Sequence[int] = STAGE_SIZES[16]
@@ -68,6 +70,7 @@ class VGG(nn.Module):
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -88,6 +91,7 @@ class VGG(nn.Module):
                     padding=((1, 1), (1, 1)),
                     kernel_init=conv_init,
                     dtype=self.dtype,
+                    conv_impl=self.conv_impl,
                     name=f"conv{stage}_{i}",
                 )(x)
                 if self.batch_norm:

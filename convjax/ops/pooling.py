@@ -4,7 +4,14 @@ Pooling slides a ``window`` over each channel independently (``C_out = C_in``) a
 the maximum or the mean. ``stride`` defaults to ``window`` (the usual ``f = s = 2``).
 Padding takes the spellings of :mod:`convjax.ops.conv`; max pooling ignores padded
 positions, average pooling counts them as zeros unless ``count_include_pad=False``
-(the default ``True`` matches ``flax.linen.avg_pool`` and PyTorch).
+(the default ``True`` matches ``flax.linen.avg_pool`` and PyTorch). ``ceil_mode=True``
+rounds the max-pooled size up as PyTorch's ``MaxPool2d(ceil_mode=True)`` does.
+
+:func:`max_pool` is the one max pooling of the package (the model zoo uses it too). It is
+the elementwise maximum of the ``f_h * f_w`` strided views of the padded input (one fused
+loop), and its gradient goes to the first maximum of each window in row-major order, as
+in PyTorch and XLA's ``select_and_scatter``, computed from the same views (XLA:CPU's
+``reduce_window``/``select_and_scatter`` run several times slower).
 """
 
 from __future__ import annotations
@@ -37,12 +44,28 @@ def pool_output_size(
     return conv_output_size(n, window, padding, window if stride is None else stride)
 
 
+def _ceil_mode_pad(n: int, f: int, s: int, lo: int, hi: int) -> int:
+    """Bottom/right padding giving PyTorch's ceil-mode output size (the last window must
+    start inside the input or its top/left padding)."""
+    out = -(-(n + lo + hi - f) // s) + 1
+    if (out - 1) * s >= n + lo:
+        out -= 1
+    return max(hi, (out - 1) * s + f - n - lo)
+
+
 def check_pool_args(
-    x_shape: tuple[int, ...], window: Window, stride: Stride | None, padding: Padding
+    x_shape: tuple[int, ...],
+    window: Window,
+    stride: Stride | None,
+    padding: Padding,
+    ceil_mode: bool = False,
 ) -> tuple[
     tuple[int, int], tuple[int, int], tuple[tuple[int, int], tuple[int, int]], tuple[int, int]
 ]:
-    """Validates pooling arguments; returns ``(windows, strides, pads, (out_h, out_w))``."""
+    """Validates pooling arguments; returns ``(windows, strides, pads, (out_h, out_w))``.
+
+    With ``ceil_mode`` the bottom/right padding grows so the output size is rounded up.
+    """
     if len(x_shape) != 4:
         raise ValueError(
             f"Pooling expects x as NHWC [B, H, W, C]; got shape {x_shape} "
@@ -59,6 +82,11 @@ def check_pool_args(
                 f"Padding {(lo, hi)} along {axis} must be smaller than the window {f}: "
                 "otherwise a window could see only padding."
             )
+    if ceil_mode:
+        pads = tuple(  # type: ignore[assignment]
+            (lo, _ceil_mode_pad(n, f, s, lo, hi))
+            for n, f, s, (lo, hi) in zip(x_shape[1:3], windows, strides, pads, strict=True)
+        )
     out = tuple(
         conv_output_size(n, f, p, s)
         for n, f, p, s in zip(x_shape[1:3], windows, pads, strides, strict=True)
@@ -74,16 +102,67 @@ def _lowest(dtype: Any) -> Any:
     return np.array(jnp.iinfo(dtype).min, dtype)
 
 
+def _window_views(x: jax.Array, windows, strides, pads) -> list[jax.Array]:
+    """The f_h * f_w strided views [B, H_out, W_out, C] of x padded with its lowest value,
+    one per window position (row-major)."""
+    padded = lax.pad(x, _lowest(x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+    _, height, width, channels = padded.shape
+    out_h = (height - windows[0]) // strides[0] + 1
+    out_w = (width - windows[1]) // strides[1] + 1
+    views = []
+    for i in range(windows[0]):
+        for j in range(windows[1]):
+            limit = (x.shape[0], i + (out_h - 1) * strides[0] + 1, j + (out_w - 1) * strides[1] + 1)
+            views.append(lax.slice(padded, (0, i, j, 0), (*limit, channels), (1, *strides, 1)))
+    return views
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_views(x: jax.Array, windows, strides, pads) -> jax.Array:
+    return functools.reduce(lax.max, _window_views(x, windows, strides, pads))
+
+
+def _max_pool_fwd(x, windows, strides, pads):
+    y = _max_pool_views(x, windows, strides, pads)
+    return y, (x, y)
+
+
+def _max_pool_bwd(windows, strides, pads, residuals, dy):
+    """Each window's gradient goes to its first maximum; the views are scattered back by
+    interior padding (a strided view's transpose) and summed."""
+    x, y = residuals
+    (lo_h, hi_h), (lo_w, hi_w) = pads
+    height, width = x.shape[1] + lo_h + hi_h, x.shape[2] + lo_w + hi_w
+    out_h, out_w = y.shape[1:3]
+    zero = jnp.zeros((), dy.dtype)
+    taken = None
+    dx = None
+    for t, view in enumerate(_window_views(x, windows, strides, pads)):
+        i, j = divmod(t, windows[1])
+        hit = view == y if taken is None else (view == y) & ~taken
+        taken = hit if taken is None else taken | hit
+        bottom = height - i - (out_h - 1) * strides[0] - 1
+        right = width - j - (out_w - 1) * strides[1] - 1
+        config = (
+            (0, 0, 0),
+            (i, bottom, strides[0] - 1),
+            (j, right, strides[1] - 1),
+            (0, 0, 0),
+        )
+        term = lax.pad(jnp.where(hit, dy, zero), zero, config)
+        dx = term if dx is None else dx + term
+    crop = ((0, 0, 0), (-lo_h, -hi_h, 0), (-lo_w, -hi_w, 0), (0, 0, 0))
+    return (lax.pad(dx, zero, crop),)
+
+
+_max_pool_views.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 @functools.partial(jax.jit, static_argnames=("windows", "strides", "pads"))
 def _max_pool(x: jax.Array, windows, strides, pads) -> jax.Array:
-    return lax.reduce_window(
-        x,
-        _lowest(x.dtype),
-        lax.max,
-        (1, *windows, 1),
-        (1, *strides, 1),
-        ((0, 0), *pads, (0, 0)),
-    )
+    if not jnp.issubdtype(x.dtype, jnp.inexact):  # integers: nothing to differentiate
+        return functools.reduce(lax.max, _window_views(x, windows, strides, pads))
+    return _max_pool_views(x, windows, strides, pads)
 
 
 @functools.partial(jax.jit, static_argnames=("windows", "strides", "pads", "count_include_pad"))
@@ -99,13 +178,19 @@ def _avg_pool(x: jax.Array, windows, strides, pads, count_include_pad: bool) -> 
 
 
 def max_pool(
-    x: jax.Array, window: Window = 2, stride: Stride | None = None, padding: Padding = "valid"
+    x: jax.Array,
+    window: Window = 2,
+    stride: Stride | None = None,
+    padding: Padding = "valid",
+    ceil_mode: bool = False,
 ) -> jax.Array:
     """Max pooling. x: ``[B, H, W, C]`` -> ``[B, H_out, W_out, C]``.
 
-    ``window`` and ``stride`` are ints or ``(h, w)`` pairs (stride defaults to window).
+    ``window`` and ``stride`` are ints or ``(h, w)`` pairs (stride defaults to window);
+    padded positions never win. ``ceil_mode=True`` rounds ``H_out``/``W_out`` up, padding
+    the bottom/right edge (PyTorch's ``ceil_mode``; GoogLeNet uses it).
     """
-    windows, strides, pads, _ = check_pool_args(np.shape(x), window, stride, padding)
+    windows, strides, pads, _ = check_pool_args(np.shape(x), window, stride, padding, ceil_mode)
     return _max_pool(jnp.asarray(x), windows, strides, pads)
 
 
@@ -135,8 +220,11 @@ def _pool_reference(
     stride: Stride | None,
     padding: Padding,
     count_include_pad: bool,
+    ceil_mode: bool = False,
 ) -> np.ndarray:
-    windows, strides, pads, (out_h, out_w) = check_pool_args(np.shape(x), window, stride, padding)
+    windows, strides, pads, (out_h, out_w) = check_pool_args(
+        np.shape(x), window, stride, padding, ceil_mode
+    )
     x = np.asarray(x, np.float64)
     b, h, w, c = x.shape
     fill = -np.inf if reduce == "max" else 0.0
@@ -157,10 +245,14 @@ def _pool_reference(
 
 
 def max_pool_reference(
-    x: Any, window: Window = 2, stride: Stride | None = None, padding: Padding = "valid"
+    x: Any,
+    window: Window = 2,
+    stride: Stride | None = None,
+    padding: Padding = "valid",
+    ceil_mode: bool = False,
 ) -> np.ndarray:
     """Sliding-window max pooling in float64 numpy (slow; for checking :func:`max_pool`)."""
-    return _pool_reference(x, "max", window, stride, padding, True)
+    return _pool_reference(x, "max", window, stride, padding, True, ceil_mode)
 
 
 def avg_pool_reference(
