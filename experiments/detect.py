@@ -10,15 +10,14 @@ each matching image with its boxes, labels and scores under ``DIR/detections/``.
 ``--config`` is optional; when given it must be compatible with ``config.json``.
 """
 
-import glob
-import os
+# JAX, TensorFlow and the drivers are imported in main(): --help answers at once.
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from convjax.quiet import quiet_startup
+
+quiet_startup()  # before TensorFlow or JAX is imported
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-
-from convjax.runs.detect import detect_images, evaluate_workdir  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Optional; defaults to the workdir's config.json."
@@ -31,10 +30,17 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import glob
+
+    from convjax.quiet import quiet_logging
+
+    quiet_logging()
     paths = sorted(glob.glob(_IMAGES.value)) if _IMAGES.value else []
     if _IMAGES.value and not paths:
         raise app.UsageError(f"--images={_IMAGES.value!r} matches no file")
-    metrics = evaluate_workdir(_WORKDIR.value, config=_CONFIG.value)
+    from convjax.runs.detect import detect_images, evaluate_workdir
+
+    metrics = evaluate_workdir(_WORKDIR.value, config=_CONFIG.value, announce=print)
     print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
     if paths:
         for path in detect_images(_WORKDIR.value, paths, config=_CONFIG.value):

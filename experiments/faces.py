@@ -21,15 +21,16 @@ Example (after `train`):
       --gallery=/tmp/gallery.npz query.png
 """
 
-import json
-import os
+# JAX, TensorFlow and the drivers are imported in main(): --help answers at once.
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from convjax.quiet import quiet_startup
 
-from absl import app, flags, logging  # noqa: E402
+quiet_startup()  # before TensorFlow or JAX is imported
+
+import os  # noqa: E402
+
+from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-
-from convjax.runs import faces  # noqa: E402
 
 VERBS = ("train", "evaluate", "enroll", "identify", "verify")
 
@@ -52,6 +53,28 @@ def _print_identification(paths: list[str], result) -> None:
         print(f"{path}: {best} | top: {ranked}")
 
 
+def _print_report(report: dict, workdir: str) -> None:
+    """The headline figures of an evaluation report; the rest is in face_eval.json."""
+    from convjax.face.evaluation import format_ten_fold
+    from convjax.runs.faces import REPORT_JSON
+
+    shot, verification = report["one_shot"], report["verification"]
+    print(
+        f"one-shot identification: top-1 {100 * shot['top1']:.2f} % over {shot['queries']:,} "
+        f"queries of {shot['identities']:,} unseen identities"
+    )
+    print(
+        f"verification on {verification['pairs']:,} test pairs: AUC {verification['auc']:.4f}, "
+        f"EER {100 * verification['eer']:.2f} %, accuracy at the validation threshold "
+        f"{100 * verification['accuracy_at_val_threshold']:.2f} %"
+    )
+    print(f"LFW-style 10-fold accuracy: {format_ten_fold(verification)}")
+    for kind, head in report.get("verification_head", {}).items():
+        accuracy = 100 * head["accuracy"]
+        print(f"{kind} verification head: accuracy {accuracy:.2f} %, AUC {head['auc']:.4f}")
+    print(f"full report: {os.path.join(workdir, REPORT_JSON)}")
+
+
 def run(verb: str, args: list[str]) -> None:
     """Runs one verb and prints its result (see the module docstring)."""
     config, workdir = _CONFIG.value, _WORKDIR.value
@@ -59,12 +82,14 @@ def run(verb: str, args: list[str]) -> None:
         raise app.UsageError(f"Unknown verb {verb!r}; valid: {', '.join(VERBS)}")
     if verb in ("train", "evaluate") and args:
         raise app.UsageError(f"{verb} takes no arguments; got {args}")
+    if verb == "train" and config is None:
+        raise app.UsageError("train needs --config=configs/<experiment>.py")
+    from convjax.runs import faces
+
     if verb == "train":
-        if config is None:
-            raise app.UsageError("train needs --config=configs/<experiment>.py")
-        print(json.dumps(faces.train_and_evaluate(config, workdir), indent=2, default=float))
+        _print_report(faces.train_and_evaluate(config, workdir, announce=print), workdir)
     elif verb == "evaluate":
-        print(json.dumps(faces.evaluate(workdir, config=config), indent=2, default=float))
+        _print_report(faces.evaluate(workdir, config=config, announce=print), workdir)
     elif verb == "verify":
         if len(args) != 2:
             raise app.UsageError("verify takes two image paths")
@@ -92,8 +117,9 @@ def run(verb: str, args: list[str]) -> None:
 def main(argv):
     if len(argv) < 2:
         raise app.UsageError(f"Give a verb: {', '.join(VERBS)}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    from convjax.quiet import quiet_logging
+
+    quiet_logging()
     run(argv[1], argv[2:])
 
 

@@ -8,19 +8,14 @@ then its training split (``config.train_error_split``) is evaluated. Writes
 (:func:`convjax.runs.sweeps.plain_vs_residual`).
 """
 
-from __future__ import annotations
+# JAX, TensorFlow and the drivers are imported in main(): --help answers at once.
 
-import os
+from convjax.quiet import quiet_startup
 
-from convjax.host_devices import use_all_cpu_cores
+quiet_startup()  # before TensorFlow or JAX is imported
 
-use_all_cpu_cores()
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-
-from convjax.runs.sweeps import plain_vs_residual  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/plain_vs_residual.py[:variant]")
 _WORKDIR = flags.DEFINE_string("workdir", None, "One sub-directory per net, the figure here.")
@@ -30,8 +25,21 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    plain_vs_residual(_CONFIG.value, _WORKDIR.value)
+    from convjax.host_devices import use_all_cpu_cores
+    from convjax.quiet import quiet_logging
+
+    quiet_logging()
+    config = _CONFIG.value
+    batch_size = config.get("batch_size")
+    use_all_cpu_cores(  # before JAX starts its backend
+        batch_sizes={
+            "batch_size": batch_size,
+            "eval_batch_size": config.get("eval_batch_size") or batch_size,
+        }
+    )
+    from convjax.runs.sweeps import plain_vs_residual
+
+    plain_vs_residual(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

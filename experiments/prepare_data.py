@@ -12,15 +12,14 @@ their files placed in the manual directory first (default
 which files when they are missing. See docs/data.md.
 """
 
-import os
+# TensorFlow and the data code are imported in main(): --help answers at once.
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from convjax.quiet import quiet_startup
+
+quiet_startup()  # before TensorFlow or JAX is imported
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-
-from convjax import data  # noqa: E402
-from convjax.data.prepare import prepare_datasets  # noqa: E402
 
 _DATASETS = flags.DEFINE_list("datasets", None, "tfds names (default: the offline ones).")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Prepare this config's dataset.")
@@ -31,6 +30,11 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Manually downloaded files
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from convjax import data
+    from convjax.data.prepare import prepare_datasets
+    from convjax.quiet import quiet_logging
+
+    quiet_logging()
     data_dir, manual_dir = _DATA_DIR.value, _MANUAL_DIR.value
     if _CONFIG.value is not None:
         names = [_CONFIG.value.dataset.name]

@@ -11,12 +11,18 @@ XLA's multi-threaded CPU kernels; a batch of content images becomes one simulate
 device per core (as for training), split by the configured strategy.
 """
 
-import os
+# JAX, TensorFlow and the drivers are imported in main(): --help answers at once.
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from convjax.quiet import quiet_startup
 
-from convjax.host_devices import use_all_cpu_cores
+quiet_startup()  # before TensorFlow or JAX is imported
+
+import os  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from convjax.host_devices import use_all_cpu_cores  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Style-transfer config file (default: the workdir's config.json)."
@@ -28,9 +34,9 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # the progress bar speaks; libraries are quiet
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from convjax.quiet import quiet_logging
+
+    quiet_logging()  # the progress bar speaks; libraries only warn
     from convjax.runs.workdir import CONFIG_JSON, load_config  # starts no JAX backend
 
     config = _CONFIG.value

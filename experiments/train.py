@@ -1,22 +1,26 @@
 r"""Trains any config: ``--config=configs/x.py[:variant] --workdir=DIR [--config.f=v]``.
 
-On a CPU host every core becomes a device (unless XLA_FLAGS is set), because XLA
-runs each convolution on one core: data-parallel steps then use the whole machine.
+  python experiments/train.py --config=configs/lenet5_digits.py --workdir=workdirs/lenet5
+
+The workdir keeps checkpoints (the same command resumes), metrics, curves,
+``config.json`` and ``results.json``. On a CPU host every core becomes a device (unless
+XLA_FLAGS is set), because XLA runs each convolution on one core: data-parallel steps
+then use the whole machine.
 """
 
-import os
+# JAX, TensorFlow and the training code are imported in main(), once absl has parsed the
+# flags: --help answers at once, and the device count can follow the parsed config.
 
-from convjax.host_devices import use_all_cpu_cores
+from convjax.quiet import quiet_startup
 
-use_all_cpu_cores()
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_startup()  # before TensorFlow or JAX is imported
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from convjax.runs.train import train_and_evaluate  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, configs/<experiment>.py[:variant]."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -24,9 +28,21 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # Progress lines are printed; libraries are quiet.
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    from convjax.host_devices import use_all_cpu_cores
+    from convjax.quiet import quiet_logging
+
+    quiet_logging()  # progress lines are printed; libraries only warn
+    config = _CONFIG.value
+    batch_size = config.get("batch_size")
+    use_all_cpu_cores(  # before JAX starts its backend
+        batch_sizes={
+            "batch_size": batch_size,
+            "eval_batch_size": config.get("eval_batch_size") or batch_size,
+        }
+    )
+    from convjax.runs.train import train_and_evaluate
+
+    train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ its detections drawn (:func:`convjax.runs.inference.model_inputs`: any image siz
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 
@@ -28,6 +29,7 @@ import numpy as np
 from convjax.data import pipeline
 from convjax.detection.draw import draw_detections, image_grid, precision_recall_figure
 from convjax.runs import workdir as workdir_lib
+from convjax.runs.console import Announce, counted, say
 from convjax.runs.images import read_image, save_figure, save_png
 from convjax.runs.inference import model_inputs
 from convjax.tasks.detection import Detection
@@ -93,16 +95,28 @@ def evaluate_workdir(
     config: ml_collections.ConfigDict | None = None,
     num_samples: int = 16,
     min_score: float = 0.3,
+    announce: Announce | None = None,
 ) -> dict[str, float]:
     """mAP of the latest checkpoint on the eval split, plus the PNGs (module docstring).
 
-    ``config`` defaults to the workdir's ``config.json``.
+    ``config`` defaults to the workdir's ``config.json``. ``announce`` (e.g. ``print``)
+    gets a line per stage and the progress through the eval batches.
     """
     restored = restore_detector(workdir, config)
     config = restored.config
+    say(announce, f"Restored {config.model} at step {restored.step} from {workdir}")
     num_classes = int(config.model_kwargs.num_classes)
-    batches = pipeline.create_eval_iterator(
-        config.dataset, global_batch_size=config.get("eval_batch_size") or config.batch_size
+    batch_size = config.get("eval_batch_size") or config.batch_size
+    num_eval = pipeline.dataset_metadata(config.dataset).num_eval
+    say(
+        announce,
+        f"Detecting on {config.dataset.name} {config.dataset.eval_split}: {num_eval:,} images",
+    )
+    batches = counted(
+        pipeline.create_eval_iterator(config.dataset, global_batch_size=batch_size),
+        total=math.ceil(num_eval / batch_size),
+        what="eval batches",
+        announce=announce,
     )
     metrics, arrays = restored.task.evaluate_map(
         restored.model, restored.state.params, restored.state.model_state, batches, num_classes
@@ -115,6 +129,8 @@ def evaluate_workdir(
         save_png(image_grid(pictures), os.path.join(workdir, SAMPLES_PNG))
     figure = precision_recall_figure(arrays["coco_precision"], class_names=names)
     save_figure(figure, os.path.join(workdir, PR_PNG), dpi=120)
+    written = [METRICS_JSON, *([SAMPLES_PNG] if pictures else []), PR_PNG]
+    say(announce, f"Wrote {', '.join(written)} to {workdir}")
     return metrics
 
 

@@ -38,6 +38,7 @@ from convjax.models import get_model
 from convjax.ops.distances import squared_distances
 from convjax.runs import train as train_lib
 from convjax.runs import workdir as workdir_lib
+from convjax.runs.console import Announce, counted, say
 from convjax.runs.images import save_figure
 from convjax.runs.inference import model_inputs
 from convjax.tasks import get_task
@@ -146,10 +147,25 @@ def verification_head_report(
     }
 
 
-def embed_split(embedder: Embedder, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings [N, D], labels [N]) of a whole split, read through the eval pipeline."""
+def embed_split(
+    embedder: Embedder, split: str, announce: Announce | None = None, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings [N, D], labels [N]) of a whole split, read through the eval pipeline;
+    ``announce`` gets the progress through its batches."""
     data = samplers.load_split(embedder.config.dataset, split)
-    return evaluation.embed_in_batches(embedder.embed, data["image"]), data["label"]
+    images = data["image"]
+    say(announce, f"Embedding {split} ({len(images):,} images)")
+    starts = counted(
+        range(0, len(images), batch_size),
+        total=-(-len(images) // batch_size),
+        what=f"{split} batches",
+        announce=announce,
+    )
+    chunks = [
+        evaluation.embed_in_batches(embedder.embed, images[i : i + batch_size], batch_size)
+        for i in starts
+    ]
+    return np.concatenate(chunks), data["label"]
 
 
 def save_threshold(threshold: VerificationThreshold, workdir: str) -> str:
@@ -170,18 +186,25 @@ def load_threshold(workdir: str) -> VerificationThreshold | None:
 
 
 def evaluate(
-    workdir: str, *, config: ml_collections.ConfigDict | None = None, write: bool = True
+    workdir: str,
+    *,
+    config: ml_collections.ConfigDict | None = None,
+    write: bool = True,
+    announce: Announce | None = None,
 ) -> dict:
     """One-shot and verification report on the ``face_eval`` splits of the workdir's
     config (validation for the threshold, test for everything else); with ``write``,
-    ``threshold.json``, ``roc.png`` and ``face_eval.json`` go to ``workdir``."""
+    ``threshold.json``, ``roc.png`` and ``face_eval.json`` go to ``workdir``.
+    ``announce`` (e.g. ``print``) gets a line per stage and the embedding progress."""
     embedder = load_embedder(workdir, config)
     config = embedder.config
+    say(announce, f"Restored {config.model} at step {embedder.step} from {workdir}")
     face_eval = config.get("face_eval") or ml_collections.ConfigDict()
     splits = {
-        role: embed_split(embedder, face_eval.get(f"{role}_split", role))
+        role: embed_split(embedder, face_eval.get(f"{role}_split", role), announce)
         for role in ("validation", "test")
     }
+    say(announce, "Threshold on validation pairs; one-shot identification and verification")
     result = evaluation.evaluate_embeddings(
         splits["validation"],
         splits["test"],
@@ -191,12 +214,12 @@ def evaluate(
     )
     report = result.report
     steps = face_eval.get("head_steps", 300)
-    report["verification_head"] = {
-        kind: verification_head_report(
+    report["verification_head"] = {}
+    for kind in face_eval.get("head_kinds", ("l1", "chi2")):
+        say(announce, f"Fitting the {kind} verification head ({steps} steps)")
+        report["verification_head"][kind] = verification_head_report(
             splits["validation"], splits["test"], kind, config.seed, steps=steps
         )
-        for kind in face_eval.get("head_kinds", ("l1", "chi2"))
-    }
     report["step"] = embedder.step
     if write:
         save_threshold(result.threshold, workdir)
@@ -204,15 +227,18 @@ def evaluate(
         save_figure(roc, os.path.join(workdir, ROC_PNG))
         with open(os.path.join(workdir, REPORT_JSON), "w") as f:
             json.dump(report, f, indent=2)
+        say(announce, f"Wrote {THRESHOLD_JSON}, {ROC_PNG} and {REPORT_JSON} to {workdir}")
     return report
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, announce: Announce | None = None
+) -> dict:
     """:func:`train` then :func:`evaluate`, with wall times."""
     start = time.perf_counter()
     loop_metrics = train(config, workdir)
     train_s = time.perf_counter() - start
-    report = evaluate(workdir)
+    report = evaluate(workdir, announce=announce)
     report["loop_eval"] = loop_metrics
     report["train_seconds"] = train_s
     report["total_seconds"] = time.perf_counter() - start

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import ml_collections
 from matplotlib.figure import Figure
 
 from convjax.runs.images import save_figure
 from convjax.runs.train import train_and_evaluate
+from convjax.train.loop import format_duration
 
 SWEEP_JSON = "plain_vs_residual.json"
 SWEEP_PNG = "plain_vs_residual.png"
@@ -45,15 +47,22 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> Results:
     for depth in config.depths:
         net_config(config, depth, True)  # Every depth is checked before anything trains.
     results: Results = {kind: {} for kind in KINDS}
-    for depth in config.depths:
-        for kind in KINDS:
-            run_dir = os.path.join(workdir, f"{kind}{depth}")
-            metrics = train_and_evaluate(net_config(config, depth, kind == "resnet"), run_dir)
-            results[kind][depth] = {
-                "train_error": 1.0 - metrics["accuracy"],
-                "train_loss": metrics["loss"],
-            }
-            print(f"{kind}{depth}: training error {1.0 - metrics['accuracy']:.4f}", flush=True)
+    nets = [(depth, kind) for depth in config.depths for kind in KINDS]
+    start = time.perf_counter()
+    for i, (depth, kind) in enumerate(nets, 1):
+        run_dir = os.path.join(workdir, f"{kind}{depth}")
+        print(f"net {i}/{len(nets)}: {kind}{depth} in {run_dir}", flush=True)
+        metrics = train_and_evaluate(net_config(config, depth, kind == "resnet"), run_dir)
+        results[kind][depth] = {
+            "train_error": 1.0 - metrics["accuracy"],
+            "train_loss": metrics["loss"],
+        }
+        elapsed = format_duration(time.perf_counter() - start)
+        print(
+            f"net {i}/{len(nets)}: {kind}{depth} training error {1.0 - metrics['accuracy']:.4f} "
+            f"| sweep {elapsed} so far",
+            flush=True,
+        )
     return results
 
 
