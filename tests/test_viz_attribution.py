@@ -23,14 +23,14 @@ WD = RNG.normal(size=(2 * 2 * 5, 3)).astype(np.float32) * 0.5
 DN = ("NHWC", "HWIO", "NHWC")
 
 
-def net(x):
-    """x: [B, 10, 10, 2] -> (scores [B, 3], A [B, 2, 2, 5])."""
+def net(x, tap="a2"):
+    """x: [B, 10, 10, 2] -> (scores [B, 3], the tap: A [B, 2, 2, 5] or its input z2)."""
     z1 = lax.conv_general_dilated(x, W1, (1, 1), "VALID", dimension_numbers=DN) + B1
     a1 = jax.nn.relu(z1)  # custom_jvp relu
     p1 = lax.reduce_window(a1, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
     z2 = lax.conv_general_dilated(p1, W2, (1, 1), "VALID", dimension_numbers=DN) + B2
     a2 = jnp.maximum(z2, 0.0)  # max(x, 0) written out
-    return a2.reshape(a2.shape[0], -1) @ WD, a2
+    return a2.reshape(a2.shape[0], -1) @ WD, {"a2": a2, "z2": z2, "p1": p1}[tap]
 
 
 def scores(x):
@@ -131,6 +131,15 @@ def test_grad_cam_equals_numpy(images):
     expected = np.maximum((alpha * f["a2"]).sum(-1), 0)
     cam, big = attribution.grad_cam(net, images, TARGET)
     np.testing.assert_allclose(np.asarray(cam), expected, rtol=1e-4, atol=1e-5)
+    assert expected.max() > 0
+    # The pre-activation tap z2 with after_relu: the same A = relu(z2) and d y / d A.
+    pre = lambda x: net(x, "z2")  # noqa: E731
+    cam_pre, _ = attribution.grad_cam(pre, images, TARGET, after_relu=True)
+    np.testing.assert_allclose(np.asarray(cam_pre), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="not the input of a ReLU"):
+        attribution.grad_cam(lambda x: net(x, "p1"), images, TARGET, after_relu=True)
+    with pytest.raises(ValueError, match="one forward pass"):  # scores and tap computed apart
+        attribution.grad_cam(lambda x: (scores(x), net(x)[1]), images, TARGET)
     assert big.shape == (3, 10, 10)
     np.testing.assert_allclose(
         np.asarray(big),

@@ -111,6 +111,7 @@ def grad_cam(
     x: jax.Array,
     target: Any,
     *,
+    after_relu: bool = False,
     upsample: bool = True,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Grad-CAM at a convolutional tap.
@@ -120,6 +121,9 @@ def grad_cam(
         the scores are computed from (usually the last convolutional layer).
       x: images [B, H, W, C].
       target: [B] the score to explain.
+      after_relu: use the rectified activation of a pre-activation tap (the ReLU that
+        the model applies to it), as Grad-CAM intends: ``A = relu(tap)``, and the
+        gradient with respect to that ``A``.
 
     Returns:
       ``(cam [B, h, w], upsampled [B, H, W] or None)``: ``relu(sum_k alpha_k A_k)``
@@ -129,8 +133,8 @@ def grad_cam(
     x, target = _check(x, target)
 
     def run(x, target):
-        shifted = with_offsets(fn)
-        scores, tap = fn(x)
+        shifted = with_offsets(fn, after_relu=after_relu)
+        scores, tap = shifted(x, jnp.zeros(jax.eval_shape(fn, x)[1].shape, x.dtype))
         if tap.ndim != 4:
             raise ValueError(f"the Grad-CAM tap must be [B, h, w, c]; got {tuple(tap.shape)}")
         grads = jax.grad(lambda d: jnp.sum(_picked(shifted(x, d)[0], target)))(jnp.zeros_like(tap))

@@ -43,12 +43,14 @@ def eval_jaxpr(
     *,
     replace: Replace | None = None,
     offsets: Mapping[Any, Any] | None = None,
+    outvars: Sequence[Any] | None = None,
 ) -> list[Any]:
     """Evaluates ``jaxpr`` on ``args``; equations ``replace`` matches run its rule.
 
     ``offsets`` maps top-level variables to values added to them where they are
-    produced. Calls (``jit``, ``custom_jvp_call``, ``custom_vjp_call`` ...) are
-    inlined, so their custom derivative rules give way to autodiff of their bodies.
+    produced; ``outvars`` (default: the jaxpr's) are the variables returned. Calls
+    (``jit``, ``custom_jvp_call``, ``custom_vjp_call`` ...) are inlined, so their
+    custom derivative rules give way to autodiff of their bodies.
     """
     env: dict[Any, Any] = {}
 
@@ -76,7 +78,7 @@ def eval_jaxpr(
             if offsets is not None and var in offsets:
                 value = value + offsets[var]
             env[var] = value
-    return [read(v) for v in jaxpr.outvars]
+    return [read(v) for v in (jaxpr.outvars if outvars is None else outvars)]
 
 
 def rewrite(fn: Callable[..., Any], replace: Replace) -> Callable[..., Any]:
@@ -90,30 +92,60 @@ def rewrite(fn: Callable[..., Any], replace: Replace) -> Callable[..., Any]:
     return rewritten
 
 
-def with_offsets(fn: Callable[[jax.Array], tuple[Any, Any]]) -> Callable[..., tuple[Any, Any]]:
+def with_offsets(
+    fn: Callable[[jax.Array], tuple[Any, Any]], *, after_relu: bool = False
+) -> Callable[..., tuple[Any, Any]]:
     """``fn(x) -> (out, taps)`` becomes ``g(x, offsets) -> (out, taps)``.
 
     ``offsets`` has the structure of ``taps``; each tap is replaced by
-    ``tap + offset`` before anything downstream uses it.
+    ``tap + offset`` before anything downstream uses it. With ``after_relu`` every
+    tap must be the input of a ReLU, and the ReLU's output is the value returned
+    and shifted instead (the rectified activation of a pre-activation tap).
     """
 
     def shifted(x: jax.Array, offsets: Any) -> tuple[Any, Any]:
         closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(x)
-        out_tree = jax.tree.structure(out_shape)
+        jaxpr = closed.jaxpr
         num_out = len(jax.tree.leaves(out_shape[0]))
-        tap_vars = closed.jaxpr.outvars[num_out:]
-        if any(not isinstance(v, jex_core.Var) or v in closed.jaxpr.invars for v in tap_vars):
+        tap_vars = list(jaxpr.outvars[num_out:])
+        if any(not isinstance(v, jex_core.Var) or v in jaxpr.invars for v in tap_vars):
             raise ValueError("every tap must be computed from the input (not a constant or x)")
+        if after_relu:
+            tap_vars = [_relu_of(jaxpr, v) for v in tap_vars]
+        used = _ancestors(jaxpr, jaxpr.outvars[:num_out])
+        if any(v not in used for v in tap_vars):
+            raise ValueError(
+                "a tap does not feed the output: compute both in one forward pass "
+                "(e.g. convjax.models.taps.apply_with_taps), not in two calls"
+            )
         if len(set(tap_vars)) != len(tap_vars):
             raise ValueError("two taps are the same value; ask for each once")
         offset_leaves = jax.tree.leaves(offsets)
         if len(offset_leaves) != len(tap_vars):
             raise ValueError(f"got {len(offset_leaves)} offsets for {len(tap_vars)} taps")
         mapping = dict(zip(tap_vars, offset_leaves, strict=True))
-        outs = eval_jaxpr(closed.jaxpr, closed.consts, [x], offsets=mapping)
-        return jax.tree.unflatten(out_tree, outs)
+        outvars = [*jaxpr.outvars[:num_out], *tap_vars]
+        outs = eval_jaxpr(jaxpr, closed.consts, [x], offsets=mapping, outvars=outvars)
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
     return shifted
+
+
+def _ancestors(jaxpr: jex_core.Jaxpr, outvars: Sequence[Any]) -> set[Any]:
+    """Every top-level variable that ``outvars`` are computed from (themselves included)."""
+    needed = {v for v in outvars if isinstance(v, jex_core.Var)}
+    for eqn in reversed(jaxpr.eqns):
+        if any(v in needed for v in eqn.outvars):
+            needed.update(v for v in eqn.invars if isinstance(v, jex_core.Var))
+    return needed
+
+
+def _relu_of(jaxpr: jex_core.Jaxpr, var: Any) -> Any:
+    """The output variable of the ReLU applied to ``var`` (a top-level equation)."""
+    for eqn in jaxpr.eqns:
+        if is_relu(eqn) and var in eqn.invars:
+            return eqn.outvars[0]
+    raise ValueError("the tap is not the input of a ReLU; use after_relu=False")
 
 
 # ----------------------------------------------------------------- matching rules
@@ -124,11 +156,18 @@ def _is_zero_literal(var: Any) -> bool:
 
 
 def is_relu(eqn: jex_core.JaxprEqn) -> bool:
-    """``jax.nn.relu`` (``flax.linen.relu``) or ``max(x, 0)`` written out."""
-    name = eqn.primitive.name
-    if name == "custom_jvp_call" and eqn.params.get("name") == "relu":
-        return True
-    return name == "max" and len(eqn.invars) == 2 and any(map(_is_zero_literal, eqn.invars))
+    """``max(x, 0)``, or a call whose whole body is one (``jax.nn.relu`` and
+    ``flax.linen.relu`` trace to a ``custom_jvp_call`` of a ``jit`` of ``max(x, 0)``)."""
+    if eqn.primitive.name == "max":
+        return len(eqn.invars) == 2 and any(map(_is_zero_literal, eqn.invars))
+    sub = subjaxpr(eqn)
+    return (
+        sub is not None
+        and len(sub.eqns) == 1
+        and len(eqn.invars) == 1
+        and is_relu(sub.eqns[0])
+        and list(sub.outvars) == list(sub.eqns[0].outvars)
+    )
 
 
 def relu_operand(eqn: jex_core.JaxprEqn, invals: Sequence[Any]) -> Any:

@@ -1,0 +1,73 @@
+r"""What a ConvNet learned: top image patches per unit, filters, feature maps, attributions.
+
+  python experiments/visualize.py --workdir=DIR [--layers=conv1,conv2] [--units=0-15]
+  python experiments/visualize.py --model=vgg16 --workdir=OUT [--weights=vgg16.safetensors]
+
+With a training workdir, the model is rebuilt from ``DIR/config.json`` and its latest
+checkpoint, the eval split of its dataset is mined, and the pictures go to
+``DIR/visualize/`` (or ``--out``). With ``--model`` a zoo model is used, randomly
+initialised or with converted torchvision weights (``--weights``), on ``--dataset``
+(default: scikit-image's bundled photographs) at ``--image_size``; pictures go to
+``--workdir`` (or ``--out``). Open ``index.html`` in the output folder.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from convjax.runs import visualize as viz_run  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "A training workdir (config.json, checkpoints); with --model: the output."
+)
+_MODEL = flags.DEFINE_string("model", None, "A zoo model name instead of a trained workdir.")
+_WEIGHTS = flags.DEFINE_string("weights", None, "With --model: torchvision weights file.")
+_DATASET = flags.DEFINE_string("dataset", "skimage_images", "With --model: the tfds dataset.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "With --model: the input side.")
+_CHANNELS = flags.DEFINE_integer("channels", 3, "With --model: input channels (1 or 3).")
+_OUT = flags.DEFINE_string("out", None, "Output folder (default: see above).")
+_LAYERS = flags.DEFINE_list("layers", None, "Layers to mine (default: every convolution).")
+_UNITS = flags.DEFINE_string("units", None, "Units to draw: '0-15,32' or 'all' (default 16).")
+_K = flags.DEFINE_integer("k", 9, "Patches per unit.")
+_NUM_IMAGES = flags.DEFINE_integer("num_images", None, "Mine at most this many eval images.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per mining batch (all devices).")
+_STRATEGY = flags.DEFINE_enum("strategy", "auto", ["auto", "jit", "pmap", "shard_map"], "Devices.")
+_ATTRIBUTIONS = flags.DEFINE_integer("attribution_images", 4, "Images in attributions.png.")
+_MAXIMIZE = flags.DEFINE_integer("maximize_steps", 0, "Activation maximisation steps (0: off).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        if _MODEL.value:
+            dataset = viz_run.zoo_dataset(_DATASET.value, _IMAGE_SIZE.value, _CHANNELS.value)
+            network = viz_run.network_from_zoo(
+                _MODEL.value, weights=_WEIGHTS.value, dataset=dataset
+            )
+            out = _OUT.value or _WORKDIR.value
+        else:
+            network = viz_run.network_from_workdir(_WORKDIR.value)
+            out = _OUT.value or os.path.join(_WORKDIR.value, "visualize")
+        figures = viz_run.visualize(
+            network,
+            out,
+            layers=_LAYERS.value,
+            units=_UNITS.value,
+            k=_K.value,
+            num_images=_NUM_IMAGES.value,
+            batch_size=_BATCH_SIZE.value,
+            strategy=_STRATEGY.value,
+            attribution_images=_ATTRIBUTIONS.value,
+            maximize_steps=_MAXIMIZE.value,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"wrote {len(figures['files'])} files to {out}; open {os.path.join(out, 'index.html')}")
+
+
+if __name__ == "__main__":
+    app.run(main)
