@@ -25,8 +25,12 @@ neither JAX nor TensorFlow.
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
 import os
+import sys
+from collections.abc import Callable
 
 ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
 # Format strings of library log records that tell a user nothing (matched exactly).
@@ -57,12 +61,15 @@ class DropNoise(logging.Filter):
 
 
 def quiet_logging() -> None:
-    """absl logging at WARNING in the plain format, without :data:`NOISE`; nothing
-    changes when the command line gave ``--verbosity``. Call in ``main`` (after absl
-    parsed the flags). Idempotent."""
+    """absl logging at WARNING in the plain format, without :data:`NOISE` (nothing
+    changes when the command line gave ``--verbosity``), and stdout line-buffered, so
+    progress lines reach a log file or pipe as they are printed, in order with the
+    warnings. Call in ``main`` (after absl parsed the flags). Idempotent."""
     from absl import flags
     from absl import logging as absl_logging
 
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
         return
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -70,3 +77,40 @@ def quiet_logging() -> None:
     absl_logger = absl_logging.get_absl_logger()
     if not any(isinstance(f, DropNoise) for f in absl_logger.filters):
         absl_logger.addFilter(DropNoise())
+
+
+# What a user's input causes (a config field, a path, a workdir, a diverging run): each
+# is raised with a message that says what to change, so a traceback adds nothing.
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+
+
+def one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    """``main`` that reports :data:`USER_ERRORS` as ``error: <message>`` on stderr with
+    exit status 1 instead of a traceback (``app.run(one_line_errors(main))``). With an
+    explicit ``--verbosity`` (e.g. ``--verbosity=0``) the exception propagates,
+    traceback and all."""
+
+    @functools.wraps(main)
+    def run(argv: list[str]) -> None:
+        try:
+            main(argv)
+        except USER_ERRORS as error:
+            from absl import flags
+
+            if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
+                raise
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves, below)
+            print("Interrupted.", file=sys.stderr, flush=True)
+            sys.exit(130)
+        except Exception as error:
+            # A stop with its own exit status and one-line message: a run interrupted by
+            # SIGTERM / Ctrl-C after saving (128 + signal), a busy workdir.
+            code = getattr(error, "exit_code", None)
+            if not isinstance(code, int) or isinstance(code, bool):
+                raise
+            print(error, file=sys.stderr, flush=True)
+            sys.exit(code)
+
+    return run

@@ -1,7 +1,7 @@
 r"""Face verification and one-shot recognition from the command line.
 
-    python experiments/faces.py train --config=configs/x.py[:variant] --workdir=DIR
-    python experiments/faces.py VERB --workdir=DIR [args]
+    python experiments/faces.py train --config=configs/facenet_identities.py --workdir=DIR
+    python experiments/faces.py evaluate --workdir=DIR
 
 Verbs:
   train                      train the embedding (generic loop), then evaluate
@@ -23,7 +23,7 @@ Example (after `train`):
 
 # JAX, TensorFlow and the drivers are imported in main(): --help answers at once.
 
-from convjax.quiet import quiet_startup
+from convjax.quiet import one_line_errors, quiet_startup
 
 quiet_startup()  # before TensorFlow or JAX is imported
 
@@ -124,4 +124,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main))

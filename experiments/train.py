@@ -11,7 +11,7 @@ then use the whole machine.
 # JAX, TensorFlow and the training code are imported in main(), once absl has parsed the
 # flags: --help answers at once, and the device count can follow the parsed config.
 
-from convjax.quiet import quiet_startup
+from convjax.quiet import one_line_errors, quiet_startup
 
 quiet_startup()  # before TensorFlow or JAX is imported
 
@@ -46,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main))

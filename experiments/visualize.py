@@ -11,13 +11,15 @@ initialised or with converted torchvision weights (``--weights``), on ``--datase
 ``--workdir`` (or ``--out``). Open ``index.html`` in the output folder.
 """
 
-import os
+# JAX, TensorFlow and the drivers are imported in main(): --help answers at once.
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from convjax.quiet import quiet_startup
+
+quiet_startup()  # before TensorFlow or JAX is imported
+
+import os  # noqa: E402
 
 from absl import app, flags  # noqa: E402
-
-from convjax.runs import visualize as viz_run  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "A training workdir (config.json, checkpoints); with --model: the output."
@@ -42,6 +44,10 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from convjax.quiet import quiet_logging
+    from convjax.runs import visualize as viz_run
+
+    quiet_logging()
     try:
         if _MODEL.value:
             dataset = viz_run.zoo_dataset(_DATASET.value, _IMAGE_SIZE.value, _CHANNELS.value)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from convjax.models.pretrained import check_source, load_pretrained
+from convjax.models.pretrained import check_source, describe_loaded, load_pretrained
 from convjax.models.transfer import (
     BACKBONE,
     compile_patterns,
@@ -142,6 +143,9 @@ class TransferTask(Task):
         variables = dict(self.base.init_variables(model, rng, dummy))
         if self.pretrained:
             variables = load_pretrained(model, variables, self.pretrained, exclude=self.exclude)
+            traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(variables))
+            if not traced and jax.process_index() == 0:  # a real initialisation, not shapes
+                print(describe_loaded(variables, self.pretrained, self.exclude), flush=True)
         return variables
 
     def make_optimizer(
@@ -211,8 +215,16 @@ def transfer_task(
     exclude: Sequence[str] = ("^head/",),
     freeze: Sequence[str] = (),
     lr_multipliers: Sequence[tuple[str, float]] = (),
+    allow_random_backbone: bool = False,
 ) -> TransferTask:
-    """``get_task('transfer', base='classification', freeze=[BACKBONE], ...)``."""
+    """``get_task('transfer', base='classification', pretrained=..., freeze=[BACKBONE])``.
+
+    Without ``pretrained`` weights a fine-tuning run would start from a random
+    initialisation (behind a frozen backbone: a head trained on random features), so
+    it is refused unless ``allow_random_backbone=True``, which then says so loudly.
+    """
+    if not pretrained:
+        _refuse_random_backbone(freeze, allow_random_backbone)
     kwargs = dict(base_kwargs or {})
     return TransferTask(
         base=get_task(base, **kwargs),
@@ -220,4 +232,23 @@ def transfer_task(
         exclude=_as_tuple(exclude),
         freeze=_as_tuple(freeze),
         lr_multipliers=tuple((str(p), float(f)) for p, f in _as_tuple(lr_multipliers)),
+    )
+
+
+def _refuse_random_backbone(freeze: Sequence[str], allowed: bool) -> None:
+    """Raises a one-line ``ValueError`` (or, when ``allowed``, warns on stderr) for a
+    transfer task without pretrained weights."""
+    what = "a frozen, randomly initialised backbone" if freeze else "a random initialisation"
+    if not allowed:
+        raise ValueError(
+            f"task 'transfer' has no pretrained weights, so it would fine-tune {what}: give "
+            "--config.task_kwargs.pretrained=FILE.safetensors (or .npz, a torchvision export) "
+            "or =WORKDIR (a convjax run), or set --config.task_kwargs.allow_random_backbone=True "
+            "to run without weights anyway"
+        )
+    print(
+        f"warning: NO PRETRAINED WEIGHTS: fine-tuning {what} "
+        "(task_kwargs.allow_random_backbone=True); the backbone's features are random",
+        file=sys.stderr,
+        flush=True,
     )
