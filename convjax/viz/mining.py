@@ -8,10 +8,12 @@ when several tie). Over a stream of batches a running top-k per unit keeps the
 the dataset size and no activation tensor ever leaves the device.
 
 Order is defined exactly: larger responses first, ties broken by the smaller
-image index. Each batch is reduced to its own top-k (per device under ``pmap`` or
-``shard_map``: the candidates of all devices are gathered over the data axis) and
-merged with the running one by one multi-key sort, so the result is the same
-under ``jit``, ``pmap`` and ``shard_map`` and equals sorting all responses at once.
+image index (images arrive in increasing index order). Each batch is reduced to its
+own top-k (per device under ``pmap`` or ``shard_map``: the candidates of all devices
+are gathered over the data axis) and merged with the running one by a stable
+``lax.top_k``, so the result is the same under ``jit``, ``pmap`` and ``shard_map``
+and equals sorting all responses at once. Beyond the forward pass a batch costs
+about one max over every activation (see :func:`image_maxima`).
 
     >>> step = make_mining_step(features, k=9)          # features(params, x) -> {layer: act}
     >>> mine = compile_mining_step(step, "jit")
@@ -61,65 +63,74 @@ def empty_state(layer_shapes: Mapping[str, Any], k: int = 9) -> dict[str, TopK]:
     return {name: empty_topk(int(shape.shape[-1]), k) for name, shape in layer_shapes.items()}
 
 
-def image_maxima(act: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """act: [B, H, W, U] -> (value, y, x), each [B, U]: every unit's largest activation
-    per image and its first position in row-major order (one pass over ``act``)."""
-    b, h, w, u = act.shape
-    flat = act.reshape(b, h * w, u).astype(jnp.float32)
-    position = lax.broadcasted_iota(jnp.int32, flat.shape, 1)
+def first_argmax(values: jax.Array, axis: int) -> jax.Array:
+    """The first index of the maximum along ``axis`` (int32; the axis removed)."""
+    position = lax.broadcasted_iota(jnp.int32, values.shape, axis)
 
     def better(a, c):
         (va, ia), (vc, ic) = a, c
         take_a = (va > vc) | ((va == vc) & (ia < ic))
         return jnp.where(take_a, va, vc), jnp.where(take_a, ia, ic)
 
-    value, best = lax.reduce((flat, position), (np.float32(-np.inf), np.int32(h * w)), better, (1,))
-    return value, best // w, best % w
+    init = (np.array(-np.inf, values.dtype), np.int32(values.shape[axis]))
+    return lax.reduce((values, position), init, better, (axis,))[1]
 
 
-def select_topk(candidates: TopK, k: int) -> TopK:
-    """The best ``k`` of ``candidates`` [U, n] by (larger value, smaller index)."""
-    value, index, y, x = lax.sort(
-        (-candidates.value, candidates.index, candidates.y, candidates.x), dimension=1, num_keys=2
-    )
-    return TopK(-value[:, :k], index[:, :k], y[:, :k], x[:, :k])
+def image_maxima(act: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """act: [B, H, W, U] -> (value, y, x), each [B, U]: every unit's largest activation
+    per image and its first position in row-major order.
+
+    One pass over ``act`` (the maximum of every row); the row of the maximum is found
+    among the row maxima, then its column in that one row (a gather of 1/H of ``act``).
+    """
+    act = act.astype(jnp.float32)
+    row_max = act.max(axis=2)  # [B, H, U]
+    value = row_max.max(axis=1)  # [B, U]
+    y = first_argmax(row_max, axis=1)
+    row = jnp.take_along_axis(act, y[:, None, None, :], axis=1)[:, 0]  # [B, W, U]
+    return value, y, first_argmax(row, axis=1)
+
+
+def _take(a: jax.Array, order: jax.Array) -> jax.Array:
+    return jnp.take_along_axis(a, order, axis=1)
 
 
 def batch_topk(act: jax.Array, index: jax.Array, valid: jax.Array, k: int) -> TopK:
-    """This batch's top-k per unit. act: [B, H, W, U]; index: [B] int32 (stream
-    position of each image); valid: [B] (False for padding examples)."""
+    """This batch's top-k per unit (``min(k, B)`` slots). act: [B, H, W, U]; index: [B]
+    int32, the images' positions in the stream (increasing); valid: [B] (False for
+    padding examples)."""
     value, y, x = image_maxima(act)
-    valid = jnp.asarray(valid).astype(bool)[:, None]
-    value = jnp.where(valid, value, -jnp.inf)
-    index = jnp.where(valid, jnp.asarray(index, jnp.int32)[:, None], -1)
-    index = jnp.broadcast_to(index, value.shape)
-    y, x = (jnp.where(valid, a, -1).astype(jnp.int32) for a in (y, x))
-    candidates = TopK(value.T, index.T, y.T, x.T)
-    if candidates.value.shape[1] < k:
-        pad = k - candidates.value.shape[1]
-        candidates = jax.tree.map(
-            lambda a, fill: jnp.pad(a, ((0, 0), (0, pad)), constant_values=fill),
-            candidates,
-            TopK(-np.inf, -1, -1, -1),
-        )
-    return select_topk(candidates, k)
+    valid = jnp.asarray(valid).astype(bool)
+    value = jnp.where(valid[:, None], value, -jnp.inf)
+    top, rows = lax.top_k(value.T, min(k, act.shape[0]))  # [U, k']: ties -> earlier image
+    chosen = valid[rows]
+    index = jnp.where(chosen, jnp.asarray(index, jnp.int32)[rows], -1)
+    y = jnp.where(chosen, _take(y.T, rows), -1).astype(jnp.int32)
+    x = jnp.where(chosen, _take(x.T, rows), -1).astype(jnp.int32)
+    return TopK(top, index, y, x)
 
 
 def merge_topk(running: TopK, new: TopK) -> TopK:
-    """The top-k of two top-k's of the same units (same k)."""
+    """The top-k of ``running`` [U, k] and ``new`` [U, n] (``new`` holds later images:
+    on equal values ``running``'s entries come first, then ``new``'s in order)."""
     k = running.value.shape[1]
     both = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), running, new)
-    return select_topk(both, k)
+    _, order = lax.top_k(both.value, k)  # stable: the lower position wins a tie
+    return TopK(*(_take(a, order) for a in both))
 
 
 def update_topk(
     running: TopK, act: jax.Array, index: jax.Array, valid: jax.Array, axis_name: str | None = None
 ) -> TopK:
-    """Merges a batch (this device's share of it under ``axis_name``) into ``running``."""
+    """Merges a batch (this device's share of it under ``axis_name``) into ``running``.
+
+    Devices hold consecutive slices of the batch (as ``pmap``/``shard_map`` split it):
+    their candidates are gathered in device order, so ties still go to the earlier image.
+    """
     k = running.value.shape[1]
     new = batch_topk(act, index, valid, k)
     if axis_name is not None:
-        # [U, devices * k]: every device's candidates, so every device merges the same.
+        # [U, devices * k']: every device's candidates, so every device merges the same.
         new = jax.tree.map(lambda a: lax.all_gather(a, axis_name, axis=1, tiled=True), new)
     return merge_topk(running, new)
 
