@@ -22,6 +22,7 @@ from jax import lax
 from model_testing import random_variables
 
 from convjax.models import get_model
+from convjax.models.summary import with_xla_convolutions
 from convjax.models.taps import flatten_intermediates
 from convjax.viz.geometry import GLOBAL, Field, Window, crop, crop_batch, receptive_fields
 from convjax.viz.rewrite import is_relu, relu_operand, rewrite
@@ -47,10 +48,16 @@ def all_taps(model):
 
 
 def linearised(eqn):
-    """The linear variant: ReLU -> identity, max-pool -> sum-pool (same window)."""
+    """The linear variant: ReLU -> identity, max-pool -> sum-pool over the same window
+    (``reduce_window_max`` -> sum, ``max`` of shifted views -> their sum, ``-inf`` pads -> 0)."""
+    name = eqn.primitive.name
     if is_relu(eqn):
         return lambda *invals: [relu_operand(eqn, invals)]
-    if eqn.primitive.name == "reduce_window_max":
+    if name == "max":
+        return lambda a, b: [a + b]
+    if name == "pad":
+        return lambda x, _: [lax.pad(x, jnp.zeros((), x.dtype), eqn.params["padding_config"])]
+    if name == "reduce_window_max":
         p = eqn.params
 
         def sum_pool(x):
@@ -121,7 +128,9 @@ def test_windows_are_sound_and_tight(name):
     taps = all_taps(model)
     x0 = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     shapes = jax.eval_shape(taps, variables, x0)
-    fields = receptive_fields(taps, variables, x0, image_argnum=1)
+    # The geometry of the network's math (XLA convolutions); the checks below run the
+    # model as it is (on CPU its convolutions gather im2col patches).
+    fields = receptive_fields(all_taps(with_xla_convolutions(model)), variables, x0, image_argnum=1)
     assert fields and all(isinstance(f, Field) for f in fields.values())
     units = probes(fields, shapes, limit=16)
 
@@ -161,7 +170,7 @@ def test_windows_are_sound_and_tight(name):
 
 def test_published_sizes_and_jumps():
     def fields_of(name, size=224):
-        model = get_model(name)
+        model = with_xla_convolutions(get_model(name))
         x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
         variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
         return receptive_fields(all_taps(model), variables, x, image_argnum=1)
@@ -181,7 +190,7 @@ def test_published_sizes_and_jumps():
 
 
 def test_inception_channels_keep_their_branch_windows():
-    model = get_model("googlenet")
+    model = with_xla_convolutions(get_model("googlenet"))
     x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
     fields = receptive_fields(all_taps(model), variables, x, image_argnum=1)
@@ -214,7 +223,7 @@ ZOO = (
 
 def test_zoo_models_trace():
     for name in ZOO:
-        model = get_model(name)
+        model = with_xla_convolutions(get_model(name))
         shape = {"siamese_verifier": (1, 2, 64, 64, 3), "alexnet_original": (1, 96, 96, 3)}.get(
             name, (1, 64, 64, 3)
         )

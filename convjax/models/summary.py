@@ -138,6 +138,15 @@ def _si(n: float) -> str:
     return str(int(n))
 
 
+def with_xla_convolutions(model: nn.Module) -> nn.Module:
+    """``model`` with ``conv_impl='xla'`` when it has that field: the same network and
+    weights, its convolutions written as ``conv_general_dilated`` so that receptive
+    fields can be traced (the CPU implementation gathers im2col patches with index
+    arrays, which the geometry tracer does not interpret)."""
+    fields = {f.name for f in dataclasses.fields(model)} if dataclasses.is_dataclass(model) else {}
+    return model.clone(conv_impl="xla") if "conv_impl" in fields else model
+
+
 def summary(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -146,6 +155,7 @@ def summary(
     train: bool = False,
 ) -> Summary:
     """Summarises ``model`` for inputs ``[B, H, W, C]`` (MACs are per example)."""
+    model = with_xla_convolutions(model)
     input_shape = tuple(input_shape)
     if len(input_shape) < 2:
         raise ValueError(f"input_shape must be [B, H, W, C]; got {input_shape}")

@@ -43,6 +43,7 @@ from convjax.data import pipeline
 from convjax.data.config import IMAGENET_MEAN, IMAGENET_STD, resolve_dataset_config
 from convjax.models import get_model
 from convjax.models.convert import load_torchvision
+from convjax.models.summary import with_xla_convolutions
 from convjax.models.taps import (
     apply_with_taps,
     extract_features,
@@ -212,8 +213,10 @@ def make_plan(
             f"choose a convolutional tap: {', '.join(n for n in shapes if len(shapes[n]) == 4)}"
         )
 
+    geometry_model = with_xla_convolutions(network.model)  # the same math, traceable
+
     def taps(variables, x):
-        return extract_features(network.model, variables, x, layers)
+        return extract_features(geometry_model, variables, x, layers)
 
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
     abstract = jax.eval_shape(lambda v: v, network.variables)

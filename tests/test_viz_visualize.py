@@ -1,0 +1,103 @@
+"""The visualisation driver end to end on LeNet-5 over the offline digits, and its errors."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from convjax.models.taps import extract_features
+from convjax.runs import visualize as viz_run
+from convjax.runs import workdir as workdirs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    dataset = viz_run.zoo_dataset("sklearn_digits", image_size=32, channels=1)
+    return viz_run.network_from_zoo("lenet5", dataset=dataset, seed=1)
+
+
+def test_visualize_writes_everything_and_mines_exactly(lenet, tmp_path):
+    figures = viz_run.visualize(
+        lenet,
+        str(tmp_path),
+        units="0-3",
+        num_images=40,
+        batch_size=8,
+        strategy="jit",
+        attribution_images=1,
+        maximize_steps=0,  # the task's own test runs it
+        log=lambda line: None,
+    )
+    assert figures["images_mined"] == 40
+    assert tuple(figures["layers"]["conv2"]["receptive_field"]) == (14, 14)
+    for name in figures["files"]:
+        assert (tmp_path / name).stat().st_size > 0, name
+    index = (tmp_path / "index.html").read_text()
+    assert all(f'src="{name}"' in index for name in figures["files"] if name.endswith(".png"))
+    for expected in (
+        "topk_conv1.png",
+        "filters.png",
+        "attributions.png",
+        "featuremaps_conv2.png",
+    ):
+        assert expected in figures["files"]
+
+    # The saved top-9 equals sorting every response of the first 40 eval images.
+    images = np.concatenate([b["image"] for b in viz_run.eval_batches(lenet.dataset, 8, 40)])[:40]
+    acts = jax.jit(lambda x: extract_features(lenet.model, lenet.variables, x, ["conv2"]))(images)
+    act = np.asarray(acts["conv2"])
+    best = act.max(axis=(1, 2))  # [N, U]
+    saved = np.load(tmp_path / "topk.npz")
+    for unit in range(act.shape[-1]):
+        order = np.lexsort((np.arange(40), -best[:, unit]))[:9]
+        np.testing.assert_array_equal(saved["conv2/index"][unit], order)
+        np.testing.assert_array_equal(saved["conv2/value"][unit], best[order, unit])
+        y, x = saved["conv2/y"][unit], saved["conv2/x"][unit]
+        np.testing.assert_array_equal(act[order, y, x, unit], best[order, unit])
+
+
+def test_bad_layers_and_units(lenet):
+    with pytest.raises(
+        ValueError, match=r"Unknown layer\(s\) \['conv9'\]; valid taps: conv1, conv2"
+    ):
+        viz_run.make_plan(lenet, ["conv9"])
+    with pytest.raises(ValueError, match=r"\['fc1'\] have no spatial axes.*conv1, conv2"):
+        viz_run.make_plan(lenet, ["conv1", "fc1"])
+    with pytest.raises(ValueError, match="out of range for conv1"):
+        viz_run.make_plan(lenet, ["conv1"], "0-6")
+    with pytest.raises(ValueError, match="'all' or ranges"):
+        viz_run.make_plan(lenet, ["conv1"], "first")
+
+
+def test_workdir_without_checkpoint(tmp_path):
+    from configs import lenet5_digits
+
+    workdirs.save_config(lenet5_digits.get_config("smoke"), str(tmp_path))
+    with pytest.raises(ValueError, match="(?s)No checkpoint in .*train first.*--model=vgg16"):
+        viz_run.network_from_workdir(str(tmp_path))
+
+
+def test_script_errors_without_traceback(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "experiments", "visualize.py"),
+            f"--workdir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [
+        line for line in result.stderr.splitlines() if "config.json" in line or "--model" in line
+    ]
+    assert lines[0].startswith("error: ") and "config.json not found" in lines[0]
+    assert "python experiments/train.py" in lines[0] and "--model=vgg16" in lines[1]
