@@ -22,8 +22,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from convjax.face.evaluation import format_ten_fold, ten_fold_report
-from convjax.models import get_model
-from convjax.models.pretrained import describe_loaded, load_pretrained
 from convjax.models.transfer import BACKBONE, flat_paths
 from convjax.quiet import ENVIRONMENT, one_line_errors
 from convjax.tasks import get_task
@@ -248,15 +246,27 @@ def test_a_random_backbone_runs_only_when_asked_and_says_so(capsys):
     assert warning.startswith("warning: NO PRETRAINED WEIGHTS: fine-tuning a frozen, randomly")
 
 
-def test_loading_says_what_was_loaded_and_what_was_left_new(tmp_path, capsys):
+def tiny_resnet(num_classes: int):
+    from convjax.models.resnet import ResNet
+
+    return ResNet(stage_sizes=(1, 1), stage_widths=(4, 8), stem="cifar", num_classes=num_classes)
+
+
+@pytest.fixture
+def fast_compile():
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", False)
+
+
+def test_loading_says_what_was_loaded_and_what_was_left_new(tmp_path, capsys, fast_compile):
     from convjax.train.checkpointing import Checkpointer
     from convjax.train.optimizers import make_optimizer
     from convjax.train.state import TrainState
 
-    source_model = get_model("resnet20", num_classes=7)
-    source = jax.tree.map(
-        np.asarray, dict(jax.jit(source_model.init)(jax.random.key(1), jnp.zeros((1, 32, 32, 1))))
-    )
+    dummy = jnp.zeros((1, 8, 8, 1))
+    source = jax.jit(tiny_resnet(7).init)(jax.random.key(1), dummy)
+    source = jax.tree.map(np.asarray, dict(source))
     params = source.pop("params")
     sgd = make_optimizer({"name": "sgd", "learning_rate": 0.1}, 1)
     state = TrainState.create(params=params, model_state=source, tx=sgd, rng=jax.random.PRNGKey(0))
@@ -264,9 +274,8 @@ def test_loading_says_what_was_loaded_and_what_was_left_new(tmp_path, capsys):
     checkpointer.save(5, jax.tree.map(np.asarray, state.checkpoint_items()))
     checkpointer.close()
 
-    model = get_model("resnet20", num_classes=10)
+    model = tiny_resnet(10)
     task = get_task("transfer", pretrained=str(tmp_path), freeze=[BACKBONE])
-    dummy = jnp.zeros((1, 32, 32, 1))
     capsys.readouterr()
     variables = task.init_variables(model, jax.random.key(0), dummy)
     said = capsys.readouterr().out.strip().splitlines()
@@ -276,18 +285,15 @@ def test_loading_says_what_was_loaded_and_what_was_left_new(tmp_path, capsys):
     parameters = sum(v.size for p, v in loaded["params"].items() if not p.startswith("head/"))
     assert said == [
         f"Loaded {tensors} tensors / {parameters:,} parameters from {tmp_path}; left new: "
-        "params/head/bias [10], params/head/kernel [64, 10] (650 parameters)"
+        "params/head/bias [10], params/head/kernel [8, 10] (90 parameters)"
     ]
-    assert tensors > 60 and parameters > 250_000
-    assert describe_loaded(variables, tmp_path, ["^head/"]) == said[0]
+    assert tensors > 20 and parameters > 500
+    for path, value in flat_paths(variables["params"]).items():
+        if not path.startswith("head/"):
+            np.testing.assert_array_equal(value, loaded["params"][path], err_msg=path)
     # Shape-only initialisations (restoring a workdir) say nothing.
     jax.eval_shape(lambda: task.init_variables(model, jax.random.key(0), dummy))
     assert capsys.readouterr().out == ""
-    direct = load_pretrained(model, dict(jax.jit(model.init)(jax.random.key(0), dummy)), tmp_path)
-    np.testing.assert_array_equal(
-        flat_paths(direct["params"])["stage1/block0/conv1/kernel"],
-        loaded["params"]["stage1/block0/conv1/kernel"],
-    )
 
 
 def test_user_errors_are_one_line_and_bugs_keep_their_traceback(capsys):
