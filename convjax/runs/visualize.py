@@ -362,7 +362,7 @@ def feature_map_pictures(
     pictures = {}
     for layer in plan.layers:
         act = np.asarray(acts[layer][0, ..., :max_maps])
-        pictures[layer] = grids.feature_map_grid(act, scale=display_scale(min(act.shape[:2]), 32))
+        pictures[layer] = grids.feature_map_grid(act, scale=display_scale(min(act.shape[:2]), 48))
     return pictures
 
 
@@ -569,7 +569,7 @@ def _write_pictures(
     kernel = first_layer_kernel(network, (1, *plan.image_shape))
     if kernel is not None:
         save_png(
-            grids.filter_grid(kernel, scale=display_scale(kernel.shape[0], 24)),
+            grids.filter_grid(kernel, scale=display_scale(kernel.shape[0], 64)),
             os.path.join(out_dir, "filters.png"),
         )
         sections.append(
