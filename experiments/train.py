@@ -11,7 +11,7 @@ then use the whole machine.
 # JAX, TensorFlow and the training code are imported in main(), once absl has parsed the
 # flags: --help answers at once, and the device count can follow the parsed config.
 
-from convjax.quiet import one_line_errors, quiet_startup
+from convjax.quiet import cli_main, quiet_startup
 
 quiet_startup()  # before TensorFlow or JAX is imported
 
@@ -22,6 +22,11 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, configs/<experiment>.py[:variant]."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here.")
+_RESUME_CHANGED = flags.DEFINE_bool(
+    "resume_with_changed_config", False,
+    "Resume a workdir although --config changes its model, dataset or optimizer "
+    "(config.json is then kept as config.<step>.json).",
+)  # fmt: skip
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -42,8 +47,8 @@ def main(argv):
     )
     from convjax.runs.train import train_and_evaluate
 
-    train_and_evaluate(config, _WORKDIR.value)
+    train_and_evaluate(config, _WORKDIR.value, resume_with_changed_config=_RESUME_CHANGED.value)
 
 
 if __name__ == "__main__":
-    app.run(one_line_errors(main))
+    app.run(cli_main(main))

@@ -14,10 +14,14 @@ Usage::
 
     with WorkdirLock(workdir):
         train(...)
+
+Drivers use :func:`hold`, which a driver that calls another driver on the same workdir
+(faces ``train_and_evaluate`` -> the training run) may nest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import json
@@ -25,13 +29,16 @@ import os
 import shlex
 import socket
 import sys
+from collections.abc import Iterator
 from types import TracebackType
 
 LOCK_FILE = "run.lock"
 
 
 class WorkdirBusyError(RuntimeError):
-    """Another live process holds the workdir's lock."""
+    """Another live process holds the workdir's lock (scripts exit with ``exit_code``)."""
+
+    exit_code = 1
 
 
 class WorkdirLock:
@@ -115,3 +122,25 @@ def _read_holder(fd: int) -> str:
         f"pid {record.get('pid', '?')} on host {record.get('host', '?')} "
         f"(started {record.get('started', '?')}; command: {record.get('command', '?')})"
     )
+
+
+_HELD: dict[str, WorkdirLock] = {}  # workdirs this process holds through hold()
+
+
+@contextlib.contextmanager
+def hold(workdir: str, *, enabled: bool = True) -> Iterator[WorkdirLock | None]:
+    """Holds ``workdir``'s lock for the block (``enabled=False``: takes nothing, e.g. on
+    hosts other than the first of a multi-host run). Nested ``hold`` of a workdir that
+    this process already holds is a no-op, so drivers may call each other; a second
+    process is refused with :class:`WorkdirBusyError`."""
+    path = os.path.abspath(workdir)
+    if not enabled or path in _HELD:
+        yield _HELD.get(path)
+        return
+    lock = WorkdirLock(path).acquire()
+    _HELD[path] = lock
+    try:
+        yield lock
+    finally:
+        del _HELD[path]
+        lock.release()

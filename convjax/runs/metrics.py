@@ -4,6 +4,7 @@ a curves PNG."""
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import math
 import os
@@ -19,13 +20,15 @@ from convjax.runs.images import save_figure
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 CURVES_PNG = "training_curves.png"
+TENSORBOARD_DIR = "tensorboard"
 
 
 class MetricLogger:
     """Writes scalars for a split (``train``/``eval``) to every sink.
 
-    On a resumed run, entries after the restored step are dropped first, so the
-    log describes one uninterrupted run.
+    On a resumed run, entries after the restored step are dropped first, from
+    ``metrics.jsonl`` and from the TensorBoard event files (:func:`purge_events`), so
+    both describe one uninterrupted run.
     """
 
     def __init__(self, workdir: str, *, resume_step: int = 0, enabled: bool = True):
@@ -37,8 +40,9 @@ class MetricLogger:
             records = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
             with open(self.path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in records)
+            purge_events(os.path.join(workdir, TENSORBOARD_DIR), after_step=resume_step)
         self.writer = metric_writers.create_default_writer(
-            os.path.join(workdir, "tensorboard"), just_logging=not enabled, asynchronous=False
+            os.path.join(workdir, TENSORBOARD_DIR), just_logging=not enabled, asynchronous=False
         )
 
     def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
@@ -55,6 +59,39 @@ class MetricLogger:
         if self.enabled:
             write_csv(self.workdir)
             plot_curves(self.workdir)
+
+
+def purge_events(directory: str, *, after_step: int) -> int:
+    """Drops the summaries of steps after ``after_step`` from the TensorBoard event files
+    in ``directory`` (each file rewritten atomically; a record cut short by a killed
+    writer is dropped too), so a resumed run does not show those steps twice. Returns
+    how many summaries were dropped."""
+    paths = sorted(glob.glob(os.path.join(directory, "*tfevents*")))
+    if not paths:
+        return 0
+    import tensorflow as tf  # noqa: PLC0415 -- only on a resume with event files
+    from tensorflow.core.util import event_pb2  # noqa: PLC0415
+
+    dropped = 0
+    for path in paths:
+        kept, cut_short, drop = [], False, 0
+        try:
+            for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                event = event_pb2.Event.FromString(record)
+                if event.HasField("summary") and event.step > after_step:
+                    drop += 1
+                else:
+                    kept.append(record)
+        except tf.errors.DataLossError:
+            cut_short = True
+        if drop or cut_short:
+            temporary = os.path.join(directory, ".purging")
+            with tf.io.TFRecordWriter(temporary) as writer:
+                for record in kept:
+                    writer.write(record)
+            os.replace(temporary, path)
+        dropped += drop
+    return dropped
 
 
 def read_metrics(workdir: str) -> list[dict]:

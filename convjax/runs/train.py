@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,12 +31,15 @@ from absl import logging
 
 from convjax.data import pipeline
 from convjax.models.checks import check_image_batch
+from convjax.runs import lock
 from convjax.runs import workdir as workdir_lib
 from convjax.runs.metrics import MetricLogger
 from convjax.tasks import Task, get_task
 from convjax.train import loop
 from convjax.train.checkpointing import Checkpointer
+from convjax.train.guard import DEFAULT_MAX_LOSS_FACTOR, DivergenceGuard, check_state_finite
 from convjax.train.parallel import Strategy, get_strategy, prefetch_to_device
+from convjax.train.preemption import StopSignals, TrainingInterrupted
 from convjax.train.setup import (
     abstract_train_state,
     build_model,
@@ -57,7 +63,17 @@ class _Setup:
     num_steps: int
 
 
+def _check_num_steps(config: ml_collections.ConfigDict) -> int:
+    steps = config.get("num_train_steps")
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(
+            f"num_train_steps must be a positive integer (the step to train up to); got {steps!r}"
+        )
+    return int(steps)
+
+
 def _setup(config: ml_collections.ConfigDict) -> _Setup:
+    num_steps = _check_num_steps(config)
     strategy = get_strategy(config.get("parallel", "auto"))
     strategy.check_batch_size(config.batch_size)
     eval_batch_size = config.get("eval_batch_size") or config.batch_size
@@ -65,7 +81,7 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
     task = get_task(config.task, **config_kwargs(config.get("task_kwargs")))
     model = build_model(config, strategy.axis_name)
     image_shape = pipeline.dataset_metadata(config.dataset).image_shape
-    return _Setup(strategy, task, model, image_shape, eval_batch_size, int(config.num_train_steps))
+    return _Setup(strategy, task, model, image_shape, eval_batch_size, num_steps)
 
 
 def _say(message: str) -> None:
@@ -75,14 +91,20 @@ def _say(message: str) -> None:
 
 
 def _initial_state(
-    setup: _Setup, config: ml_collections.ConfigDict, workdir: str, checkpointer: Checkpointer
+    setup: _Setup,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    checkpointer: Checkpointer,
+    allow_changes: bool,
 ) -> TrainState:
     """The newest readable checkpoint's state (restored into a ``jax.eval_shape``
-    target), or a freshly initialised one. A workdir trained with an incompatible
-    config is refused."""
+    target), or a freshly initialised one. A workdir trained with another model,
+    dataset or optimizer is refused unless ``allow_changes``."""
     if checkpointer.latest_step() is not None:
         abstract = abstract_train_state(setup.model, setup.task, config, setup.image_shape)
-        workdir_lib.check_compatible(workdir, config, abstract, setup.image_shape)
+        workdir_lib.check_compatible(
+            workdir, config, abstract, setup.image_shape, allow_changes=allow_changes
+        )
         state = workdir_lib.restore_state(checkpointer, abstract)
         if state is not None:
             _say(f"Resumed from {checkpointer.directory} at step {int(state.step)}")
@@ -121,9 +143,16 @@ class _Callbacks:
         checkpointer: Checkpointer,
         logger: MetricLogger,
         start_step: int,
+        guard: DivergenceGuard,
+        workdir: str,
+        record_config_at: int | None = None,
     ):
         self.setup, self.config = setup, config
         self.checkpointer, self.logger = checkpointer, logger
+        self.guard, self.workdir = guard, workdir
+        # A resume with a changed config: config.json is replaced (the old one kept as
+        # config.<record_config_at>.json) once this run saves its first checkpoint.
+        self.record_config_at = record_config_at
         self.progress = loop.Progress(
             start_step, setup.num_steps, eval_every=config.get("eval_every_steps") or 0
         )
@@ -134,7 +163,7 @@ class _Callbacks:
         self.eval_metrics: dict[str, float] = {}
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
-        loop.check_finite(step, scalars, self.last_checkpoint)
+        self.guard.check(self.last_checkpoint)  # every step's loss since the last check
         if jax.process_index() == 0:
             self.setup.task.check_train_metrics(step, scalars)  # task-specific warnings
         steps_per_sec = self.progress.update(step)
@@ -150,6 +179,7 @@ class _Callbacks:
         return self.eval_metrics
 
     def evaluate(self, step: int, state: PyTree) -> None:
+        self.guard.check(self.last_checkpoint)
         with self.progress.evaluating(step):
             self.run_eval(state)
         # ``count`` is how many examples were evaluated, not a metric to plot.
@@ -160,35 +190,95 @@ class _Callbacks:
         _say(f"eval at step {step} on {count:,} examples: {line}")
 
     def checkpoint(self, step: int, state: PyTree) -> None:
-        self.checkpointer.save(step, self.setup.strategy.get_state(state).checkpoint_items())
+        """Saves ``step`` once every loss up to it was checked and the state is finite."""
+        self.guard.check(self.last_checkpoint)
+        items = self.setup.strategy.get_state(state).checkpoint_items()
+        check_state_finite(items, step)
+        self.checkpointer.save(step, items, force=True)
         self.last_checkpoint = step
+        if self.record_config_at is not None and jax.process_index() == 0:
+            kept = workdir_lib.record_config(self.config, self.workdir, step=self.record_config_at)
+            kept = f"; the previous one is kept as {os.path.basename(kept)}" if kept else ""
+            _say(f"config.json is now this run's config{kept}")
+        self.record_config_at = None
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    resume_with_changed_config: bool | None = None,
+) -> dict[str, float]:
     """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and
     returns the final eval metrics. Writes checkpoints, ``metrics.jsonl``/``.csv``,
-    TensorBoard summaries, ``training_curves.png``, ``config.json`` and ``results.json``."""
+    TensorBoard summaries, ``training_curves.png``, ``config.json`` and ``results.json``.
+
+    - One run per workdir: a second one is refused (:class:`~convjax.runs.lock.WorkdirBusyError`
+      naming the running one); a killed run leaves nothing stuck.
+    - SIGTERM or SIGINT (Ctrl-C) stop at the next step boundary, save that step and raise
+      :class:`~convjax.train.preemption.TrainingInterrupted` (``exit_code`` 143 or 130).
+    - Every step's loss is checked before anything is saved
+      (:class:`~convjax.train.guard.DivergenceGuard`: NaN/inf, or above
+      ``max_loss_factor`` x the early median loss (default 1e6) or ``max_loss``).
+    - Resuming with another model, dataset or optimizer than the workdir's
+      ``config.json`` is refused unless ``resume_with_changed_config`` (default: the
+      config's field of that name); ``config.json`` is then replaced at the first new
+      checkpoint, the previous one kept as ``config.<step>.json``.
+    """
     workdir = os.path.abspath(workdir)
-    is_chief = jax.process_index() == 0
     setup = _setup(config)  # Everything that can be wrong with the config fails here.
+    if resume_with_changed_config is None:
+        resume_with_changed_config = bool(config.get(workdir_lib.RESUME_OPT_IN, False))
+    with lock.hold(workdir, enabled=jax.process_index() == 0), StopSignals() as signals:
+        return _train(setup, config, workdir, signals, resume_with_changed_config)
+
+
+def _train(
+    setup: _Setup,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    signals: StopSignals,
+    allow_changes: bool,
+) -> dict[str, float]:
+    is_chief = jax.process_index() == 0
     checkpointer = Checkpointer(
         os.path.join(workdir, workdir_lib.CHECKPOINT_DIR), keep=config.get("keep_checkpoints", 3)
     )
-    state = _initial_state(setup, config, workdir, checkpointer)
+    try:
+        state = _initial_state(setup, config, workdir, checkpointer, allow_changes)
+    except BaseException:
+        checkpointer.close()
+        raise
     start_step = int(state.step)
-    if is_chief:
-        workdir_lib.save_config(config, workdir)
+    record_config_at = _config_record(config, workdir, start_step) if is_chief else None
+    if start_step >= setup.num_steps:
+        _say(
+            f"workdir is at step {start_step} \u2265 num_train_steps {setup.num_steps}: "
+            "evaluating only"
+        )
     logger = MetricLogger(workdir, resume_step=start_step, enabled=is_chief)
-    callbacks = _Callbacks(setup, config, checkpointer, logger, start_step)
+    guard = DivergenceGuard(
+        setup.strategy.get_metrics,
+        start_step=start_step,
+        max_loss_factor=config.get("max_loss_factor", DEFAULT_MAX_LOSS_FACTOR),
+        max_loss=config.get("max_loss"),
+    )
+    callbacks = _Callbacks(
+        setup, config, checkpointer, logger, start_step, guard, workdir, record_config_at
+    )
     device_state = setup.strategy.put_state(state)
     del state
     try:
+        if signals.requested:  # before the first step: nothing new to save
+            raise _interruption(signals.signum, start_step, workdir, saved=False)
         device_state = loop.run_steps(
-            callbacks.progress.timed_first_call(  # its first call compiles
-                setup.strategy.compile_train_step(
-                    setup.task.loss_fn(setup.model),
-                    # With dataset.augment_in_pipeline=False: augment + normalise on device.
-                    pipeline.device_augment(config.dataset, seed=config.seed),
+            guard.wrap(
+                callbacks.progress.timed_first_call(  # its first call compiles
+                    setup.strategy.compile_train_step(
+                        setup.task.loss_fn(setup.model),
+                        # With dataset.augment_in_pipeline=False: augment + normalise on device.
+                        pipeline.device_augment(config.dataset, seed=config.seed),
+                    )
                 )
             ),
             device_state,
@@ -202,13 +292,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 loop.Every(config.get("eval_every_steps") or 0, callbacks.evaluate),
                 loop.Every(config.get("checkpoint_every_steps") or 0, callbacks.checkpoint),
             ),
+            stop=signals.should_stop,
         )
+        if guard.step < setup.num_steps and start_step < setup.num_steps:  # stopped early
+            callbacks.checkpoint(guard.step, device_state)  # the step it is at, checked
+            checkpointer.wait()  # on disk before the process goes
+            raise _interruption(signals.agreed_signum, guard.step, workdir, saved=True)
         if start_step >= setup.num_steps:  # A finished run: evaluate only.
             callbacks.run_eval(device_state)
     finally:
         checkpointer.close()
         logger.close()
     if is_chief:
-        with open(os.path.join(workdir, workdir_lib.RESULTS_JSON), "w") as f:
-            json.dump({"step": setup.num_steps, "eval": callbacks.eval_metrics}, f, indent=2)
+        write_results(workdir, max(start_step, setup.num_steps), callbacks.eval_metrics)
     return callbacks.eval_metrics
+
+
+def _config_record(config: ml_collections.ConfigDict, workdir: str, start_step: int) -> int | None:
+    """Writes ``config.json`` for a run that starts from scratch. For a resume whose config
+    differs (only where allowed: the check ran before), says how, and returns the step
+    whose ``config.<step>.json`` will keep the old one (None: nothing to record)."""
+    if start_step == 0:
+        workdir_lib.save_config(config, workdir)
+        return None
+    changes = workdir_lib.check_resume(workdir, config, allow_changes=True)
+    if not changes:
+        return None
+    _say(
+        f"Resuming step {start_step} with a changed config (saved -> given): "
+        f"{'; '.join(changes[:8])}{' ...' if len(changes) > 8 else ''}"
+    )
+    return start_step
+
+
+def _interruption(signum: int | None, step: int, workdir: str, *, saved: bool) -> Exception:
+    """The one-line :class:`TrainingInterrupted` of a run stopped by ``signum`` at ``step``."""
+    name = signal.Signals(signum).name if signum else "a signal"
+    what = f"saved checkpoint {step} in {workdir}" if saved else "nothing new to save"
+    return TrainingInterrupted(
+        f"Interrupted ({name}) at step {step}: {what}; run the same command to resume.",
+        signum=signum or 15,
+        step=step,
+        saved=saved,
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (JSON has no such numbers)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_results(workdir: str, step: int, eval_metrics: dict[str, float]) -> str:
+    """``results.json``: the step the workdir is at and the final eval metrics (strict
+    JSON: a NaN or infinite metric is written as null)."""
+    path = os.path.join(workdir, workdir_lib.RESULTS_JSON)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"step": step, "eval": json_safe(eval_metrics)}, f, indent=2, allow_nan=False)
+    os.replace(path + ".tmp", path)
+    return path

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -33,6 +34,7 @@ from convjax.train.setup import abstract_train_state, build_model, config_kwargs
 from convjax.train.state import TrainState
 
 CONFIG_JSON = "config.json"
+CONFIG_HISTORY_JSON = "config.{step}.json"  # the config that produced steps up to {step}
 CHECKPOINT_DIR = "checkpoints"
 RESULTS_JSON = "results.json"
 TYPES_KEY = "__types__"
@@ -156,17 +158,81 @@ def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, A
 
 
 def config_diff(
-    old: ml_collections.ConfigDict, new: ml_collections.ConfigDict, *, limit: int = 8
+    old: ml_collections.ConfigDict,
+    new: ml_collections.ConfigDict,
+    *,
+    limit: int = 8,
+    only: Callable[[str], bool] | None = None,
 ) -> list[str]:
-    """``'field: old -> new'`` for the (first ``limit``) fields that differ."""
+    """``'field: old -> new'`` for the (first ``limit``) fields that differ (those that
+    ``only(dotted_name)`` accepts, when given)."""
     a, b = _flatten(old), _flatten(new)
     missing = object()
     lines = [
         f"{key}: {a.get(key, missing)!r} -> {b.get(key, missing)!r}".replace(repr(missing), "unset")
         for key in sorted(a.keys() | b.keys())
-        if a.get(key, missing) != b.get(key, missing)
+        if a.get(key, missing) != b.get(key, missing) and (only is None or only(key))
     ]
     return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+# What produced a workdir's checkpoints: changing these on resume is refused unless the
+# user opts in (RESUME_OPT_IN). Cadences, step counts, strategy, seed and evaluation
+# settings may change freely.
+RESUME_FIELDS = ("model", "model_kwargs", "task", "task_kwargs", "optimizer", "dataset",
+                 "batch_size", "dtype")  # fmt: skip
+# Dataset fields that do not change the training examples.
+RESUME_FREE_DATASET_FIELDS = ("data_dir", "manual_dir", "cache", "cache_max_bytes", "eval_split")
+RESUME_OPT_IN = "resume_with_changed_config"
+
+
+def is_resume_field(name: str) -> bool:
+    """Whether the dotted config field ``name`` is part of what produced the checkpoints
+    (see :data:`RESUME_FIELDS`)."""
+    section, _, rest = name.partition(".")
+    if section == "dataset":
+        return rest.split(".")[0] not in RESUME_FREE_DATASET_FIELDS
+    return section in RESUME_FIELDS
+
+
+class ConfigChangedError(ValueError):
+    """A resume whose model, dataset, task or optimizer differ from the workdir's."""
+
+
+def check_resume(
+    workdir: str, config: ml_collections.ConfigDict, *, allow_changes: bool = False
+) -> list[str]:
+    """Compares ``config`` with ``workdir``'s ``config.json``: raises
+    :class:`ConfigChangedError` (a short diff) when a :data:`RESUME_FIELDS` field differs
+    and ``allow_changes`` is false; returns every difference (``[]``: the same config,
+    or a new workdir)."""
+    if not os.path.isfile(os.path.join(workdir, CONFIG_JSON)):
+        return []
+    saved = load_config(workdir)
+    changed = config_diff(saved, config, only=is_resume_field)
+    if changed and not allow_changes:
+        raise ConfigChangedError(
+            f"{workdir} was trained with another model, dataset or optimizer; (saved -> "
+            f"given) {'; '.join(changed)}.\nUse a new --workdir or the saved config, or "
+            f"resume anyway with --{RESUME_OPT_IN} ({RESUME_OPT_IN}=True in Python)."
+        )
+    return config_diff(saved, config, limit=1000, only=lambda name: name != RESUME_OPT_IN)
+
+
+def record_config(config: ml_collections.ConfigDict, workdir: str, *, step: int) -> str | None:
+    """Makes ``config`` the workdir's ``config.json`` from ``step`` on, keeping the one it
+    replaces as ``config.<step>.json`` (never overwritten). Returns the kept file's
+    path, or None when there was none to keep."""
+    path = os.path.join(workdir, CONFIG_JSON)
+    kept = None
+    if os.path.isfile(path):
+        kept, n = os.path.join(workdir, CONFIG_HISTORY_JSON.format(step=step)), 1
+        while os.path.exists(kept):
+            n += 1
+            kept = os.path.join(workdir, CONFIG_HISTORY_JSON.format(step=f"{step}.{n}"))
+        os.replace(path, kept)
+    save_config(config, workdir)
+    return kept
 
 
 def _shapes(state: TrainState) -> Any:
@@ -178,15 +244,23 @@ def check_compatible(
     config: ml_collections.ConfigDict,
     abstract: TrainState,
     image_shape: tuple[int, int, int],
+    *,
+    allow_changes: bool | None = None,
 ) -> None:
-    """Refuses ``config`` when its state (``abstract``, from ``jax.eval_shape``) does not
-    fit the checkpoints that ``workdir``'s ``config.json`` produced; names the fields that
-    differ. A workdir without ``config.json`` is not checked."""
+    """Refuses ``config`` when its model, dataset, task or optimizer differ from
+    ``workdir``'s ``config.json`` (:func:`check_resume`; ``allow_changes`` defaults to
+    the config's ``resume_with_changed_config``), and always when its state
+    (``abstract``, from ``jax.eval_shape``) does not fit the checkpoints that config
+    produced; names the fields that differ. A workdir without ``config.json`` is not
+    checked."""
     if not os.path.isfile(os.path.join(workdir, CONFIG_JSON)):
         return
+    if allow_changes is None:
+        allow_changes = bool(config.get(RESUME_OPT_IN, False))
+    check_resume(workdir, config, allow_changes=allow_changes)
     saved = load_config(workdir)
-    if saved == config:
-        return
+    if not config_diff(saved, config, only=is_resume_field):
+        return  # what produced the checkpoints is the same
     task = get_task(saved.task, **config_kwargs(saved.get("task_kwargs")))
     if saved.dataset != config.dataset:
         image_shape = pipeline.dataset_metadata(saved.dataset).image_shape

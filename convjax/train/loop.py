@@ -51,8 +51,13 @@ def run_steps(
     log_every: int,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     every: Sequence[Every] = (),
+    stop: Callable[[int], bool] | None = None,
 ) -> PyTree:
     """Runs steps ``start_step + 1 .. num_steps`` and returns the final (device) state.
+
+    ``stop(step)``, asked after each step but the last, ends the loop early when true:
+    that step is logged, its callbacks run, and its state is returned (e.g. to save it
+    on a preemption signal, :class:`convjax.train.preemption.StopSignals`).
 
     Args:
       train_step: compiled step (e.g. ``Strategy.compile_train_step``); may donate state.
@@ -72,7 +77,8 @@ def run_steps(
             # XLA's launch threads while a collective waits (hang).
             jax.block_until_ready(pending[-1])
         pending.append(metrics)
-        if step % log_every == 0 or step == num_steps:
+        stopping = stop is not None and step < num_steps and stop(step)
+        if step % log_every == 0 or step == num_steps or stopping:
             # One host transfer per log interval, not per step.
             fetched = [get_metrics(m) for m in pending]
             pending.clear()
@@ -81,6 +87,8 @@ def run_steps(
         for callback in every:
             if callback.due(step, num_steps):
                 callback.fn(step, state)
+        if stopping:
+            break
     return state
 
 
