@@ -36,6 +36,7 @@ from convjax.face.gallery import Gallery, Identification
 from convjax.face.thresholds import VerificationThreshold
 from convjax.models import get_model
 from convjax.ops.distances import squared_distances
+from convjax.runs import lock
 from convjax.runs import train as train_lib
 from convjax.runs import workdir as workdir_lib
 from convjax.runs.console import Announce, counted, say
@@ -195,7 +196,21 @@ def evaluate(
     """One-shot and verification report on the ``face_eval`` splits of the workdir's
     config (validation for the threshold, test for everything else); with ``write``,
     ``threshold.json``, ``roc.png`` and ``face_eval.json`` go to ``workdir``.
-    ``announce`` (e.g. ``print``) gets a line per stage and the embedding progress."""
+    ``announce`` (e.g. ``print``) gets a line per stage and the embedding progress.
+    With ``write``, the workdir is held (:func:`convjax.runs.lock.hold`): a run
+    training or evaluating there refuses this one."""
+    held = write and os.path.isdir(workdir) and jax.process_index() == 0
+    with lock.hold(workdir, enabled=held):
+        return _evaluate(workdir, config=config, write=write, announce=announce)
+
+
+def _evaluate(
+    workdir: str,
+    *,
+    config: ml_collections.ConfigDict | None,
+    write: bool,
+    announce: Announce | None,
+) -> dict:
     embedder = load_embedder(workdir, config)
     config = embedder.config
     say(announce, f"Restored {config.model} at step {embedder.step} from {workdir}")
@@ -234,11 +249,12 @@ def evaluate(
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, announce: Announce | None = None
 ) -> dict:
-    """:func:`train` then :func:`evaluate`, with wall times."""
+    """:func:`train` then :func:`evaluate`, with wall times, holding the workdir for both."""
     start = time.perf_counter()
-    loop_metrics = train(config, workdir)
-    train_s = time.perf_counter() - start
-    report = evaluate(workdir, announce=announce)
+    with lock.hold(workdir, enabled=jax.process_index() == 0):
+        loop_metrics = train(config, workdir)
+        train_s = time.perf_counter() - start
+        report = evaluate(workdir, announce=announce)
     report["loop_eval"] = loop_metrics
     report["train_seconds"] = train_s
     report["total_seconds"] = time.perf_counter() - start

@@ -32,7 +32,7 @@ import numpy as np
 
 from convjax.models.features import MIN_SIZE, FeatureNet, build_feature_net
 from convjax.ops.images import fit_image, resize_image
-from convjax.runs import images
+from convjax.runs import images, lock
 from convjax.runs.workdir import CHECKPOINT_DIR, CONFIG_JSON, config_diff, load_config, save_config
 from convjax.style import color
 from convjax.style.inputs import blend_weights, check_init, initial_images, scale_sizes
@@ -491,8 +491,22 @@ def stylize(
     (content | style(s) | result), ``cost_curves.png``, ``costs.json`` and, every
     ``save_every`` iterations, ``iterations/scale<s>_<step>_<i>.png``. ``announce``
     receives one-line messages: which feature network (pretrained or random) and
-    which parallel strategy run, and where a run resumes.
+    which parallel strategy run, and where a run resumes. The workdir is held
+    (:func:`convjax.runs.lock.hold`): a second run there is refused.
     """
+    held = bool(workdir) and (config is not None or os.path.isdir(workdir))
+    with lock.hold(workdir or ".", enabled=held and jax.process_index() == 0):
+        return _stylize(config, workdir, progress=progress, announce=announce)
+
+
+def _stylize(
+    config: ml_collections.ConfigDict | None,
+    workdir: str | None,
+    *,
+    progress: bool,
+    announce: Callable[[str], None] | None,
+) -> StylizeResult:
+    """The body of :func:`stylize`, with the workdir held."""
     say = announce or (lambda message: None)
     config = resolve_config(config, workdir)
     plan = read_plan(config)
