@@ -359,3 +359,29 @@ def test_tensorboard_has_each_step_once_after_a_resume(trained, data_dir, tmp_pa
     records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     jsonl = {(f"{r['split']}/{k}", r["step"]) for r in records for k in r if k not in NOT_SCALARS}
     assert set(logged) == jsonl and len(logged) == len(jsonl)
+
+
+def test_other_drivers_that_write_a_workdir_are_refused_while_it_is_held(tmp_path):
+    from configs import style_transfer
+    from convjax.runs import faces, stylize
+    from convjax.runs.lock import WorkdirBusyError, WorkdirLock
+
+    workdir = str(tmp_path / "busy")
+    with WorkdirLock(workdir, command="python experiments/train.py --workdir=busy"):
+        with pytest.raises(WorkdirBusyError, match="command: python experiments/train.py"):
+            stylize.stylize(style_transfer.get_config("smoke"), workdir)
+        with pytest.raises(WorkdirBusyError):
+            faces.evaluate(workdir)
+    assert os.listdir(workdir) == ["run.lock"]  # nothing else was written
+    # A driver calling another on the same workdir (faces train_and_evaluate -> the
+    # training run) nests its hold; the lock goes when the outer hold ends.
+    from convjax.runs.lock import hold
+
+    with hold(workdir) as outer:
+        with hold(workdir) as inner:
+            assert inner is outer and outer.held
+        with pytest.raises(WorkdirBusyError):
+            WorkdirLock(workdir).acquire()
+    assert not outer.held
+    with WorkdirLock(workdir):
+        pass
