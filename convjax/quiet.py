@@ -25,11 +25,13 @@ neither JAX nor TensorFlow.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import io
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 
 ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
@@ -112,5 +114,33 @@ def one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], 
                 raise
             print(error, file=sys.stderr, flush=True)
             sys.exit(code)
+
+    return run
+
+
+def exit_now(status: int = 0) -> None:
+    """Ends the process once its work is done and written: waits for non-daemon
+    threads, runs the ``atexit`` handlers (logging, JAX's distributed shutdown, ...),
+    flushes stdout and stderr, then leaves with ``os._exit(status)``. That skips only
+    the interpreter's teardown of every imported module, which with TensorFlow loaded
+    takes seconds (about 4-7 s on a 2-core machine) after the run's last line."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # noqa: SLF001 -- what normal interpreter exit runs first
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def cli_main(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    """A script's ``main`` for ``app.run(cli_main(main))``: user errors as one line
+    (:func:`one_line_errors`), and a prompt exit (:func:`exit_now`) once it returns."""
+    main = one_line_errors(main)
+
+    @functools.wraps(main)
+    def run(argv: list[str]) -> None:
+        main(argv)
+        exit_now(0)
 
     return run

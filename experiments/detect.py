@@ -12,7 +12,7 @@ each matching image with its boxes, labels and scores under ``DIR/detections/``.
 
 # JAX, TensorFlow and the drivers are imported in main(): --help answers at once.
 
-from convjax.quiet import one_line_errors, quiet_startup
+from convjax.quiet import cli_main, quiet_startup
 
 quiet_startup()  # before TensorFlow or JAX is imported
 
@@ -48,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(one_line_errors(main))
+    app.run(cli_main(main))

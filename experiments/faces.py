@@ -23,7 +23,7 @@ Example (after `train`):
 
 # JAX, TensorFlow and the drivers are imported in main(): --help answers at once.
 
-from convjax.quiet import one_line_errors, quiet_startup
+from convjax.quiet import cli_main, quiet_startup
 
 quiet_startup()  # before TensorFlow or JAX is imported
 
@@ -124,4 +124,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(one_line_errors(main))
+    app.run(cli_main(main))

@@ -10,7 +10,7 @@ then its training split (``config.train_error_split``) is evaluated. Writes
 
 # JAX, TensorFlow and the drivers are imported in main(): --help answers at once.
 
-from convjax.quiet import one_line_errors, quiet_startup
+from convjax.quiet import cli_main, quiet_startup
 
 quiet_startup()  # before TensorFlow or JAX is imported
 
@@ -43,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(one_line_errors(main))
+    app.run(cli_main(main))

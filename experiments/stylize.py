@@ -13,7 +13,7 @@ device per core (as for training), split by the configured strategy.
 
 # JAX, TensorFlow and the drivers are imported in main(): --help answers at once.
 
-from convjax.quiet import one_line_errors, quiet_startup
+from convjax.quiet import cli_main, quiet_startup
 
 quiet_startup()  # before TensorFlow or JAX is imported
 
@@ -63,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(one_line_errors(main))
+    app.run(cli_main(main))

@@ -13,7 +13,7 @@ initialised or with converted torchvision weights (``--weights``), on ``--datase
 
 # JAX, TensorFlow and the drivers are imported in main(): --help answers at once.
 
-from convjax.quiet import quiet_startup
+from convjax.quiet import cli_main, quiet_startup
 
 quiet_startup()  # before TensorFlow or JAX is imported
 
@@ -76,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli_main(main))
