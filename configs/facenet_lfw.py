@@ -68,10 +68,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # 5 validation and 5 test identities; P x K = 8 x 4.
         config.dataset.name = "identities/faces_small"
         config.dataset.example_fn = "identities"
+        config.dataset.image_size = (32, 32)  # the drawn faces' own size
         config.dataset.eval_split = "test"
         config.dataset.identity_split = ml_collections.ConfigDict(
             {"source": "train+validation+test", "buckets": 10, "train": (0, 6),
              "validation": (6, 8), "test": (8, 10)}
         )  # fmt: skip
         common.shrink(config, 5, batch_size=32, eval_batch_size=32, log_every_steps=5)
+        config.face_eval.head_kinds = ("chi2",)
+        config.face_eval.head_steps = 100
     return config

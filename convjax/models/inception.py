@@ -50,12 +50,13 @@ BLOCKS = {
 POOL_AFTER = {"inception3b": 3, "inception4e": 2}  # max-pool window (stride 2) after a block
 
 # He initialisation (fan-in, for ReLU units): every convolution's output, BatchNorm's
-# input, starts at unit scale. The truncated normal with std 0.01 that torchvision
-# kept from the BatchNorm-less original starts them near 0.08 and ever smaller through
-# the stem, and BatchNorm divides its gradients by that scale: step-1 gradient norm
-# ~2,400 and a first SGD update 2.7x the weights' norm at learning rate 0.1, while the
-# running variances (initialised to 1) describe a network ~150x quieter than the one
-# trained, so evaluation right after a few steps gave losses of 1e7-1e8.
+# input, starts near unit scale, where BatchNorm's running statistics start (mean 0,
+# variance 1). torchvision's truncated normal with std 0.01 (a relic of the
+# BatchNorm-less original) starts them at rms ~0.1: BatchNorm divides the gradients by
+# that scale (step-1 gradient norm ~2,400 on the digits smoke run, a first SGD update
+# 2.7x the weights at learning rate 0.1), and the evaluation-mode network, normalised by
+# the initial variance 1, shrinks its signal ~10x per layer (logits ~1e-13) until the
+# running statistics catch up, then explodes once the updates have grown the weights.
 CONV_INIT = nn.initializers.he_normal()
 
 
