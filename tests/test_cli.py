@@ -85,6 +85,8 @@ def test_default_smoke_experiment_prints_the_run_and_nothing_else(tmp_path):
     assert len(evals) == 2 and all(" on 359 examples: accuracy=" in line for line in evals)
     records = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert '"count"' not in records  # not a metric, so not plotted
+    for written in ("results.json", "training_curves.png", "metrics.csv", "config.json"):
+        assert (tmp_path / "run" / written).stat().st_size > 0, written  # before the prompt exit
 
 
 def test_help_answers_at_once_without_jax_or_tensorflow():
@@ -334,3 +336,21 @@ def test_ten_fold_accuracy_reports_the_standard_error():
     )
     with pytest.raises(ValueError, match="F >= 2"):
         ten_fold_report([0.9])
+
+
+def test_exit_now_runs_atexit_and_joins_threads_then_exits_with_the_status(tmp_path):
+    code = (
+        "import atexit, threading, time, sys\n"
+        "from convjax.quiet import exit_now\n"
+        "def late():\n    time.sleep(0.5)\n    open(sys.argv[1], 'w').write('written')\n"
+        "threading.Thread(target=late).start()\n"
+        "atexit.register(lambda: print('atexit ran', flush=False))\n"
+        "print('before', end='')\n"
+        "exit_now(3)\n"
+        "print('never')\n"
+    )
+    marker = tmp_path / "marker"
+    done = subprocess.run([sys.executable, "-c", code, str(marker)], capture_output=True, text=True)
+    assert done.returncode == 3
+    assert done.stdout == "beforeatexit ran\n"
+    assert marker.read_text() == "written"  # the non-daemon thread finished first
