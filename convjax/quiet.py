@@ -86,33 +86,36 @@ def quiet_logging() -> None:
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
 
 
+def _exit_code(error: BaseException) -> int | None:
+    """The exit status for an exception a user should see as one line, else None:
+    :data:`USER_ERRORS` exit 1; an exception with an integer ``exit_code`` attribute
+    (a busy workdir: 1; a run stopped by a signal: 128 + the signal) exits with it."""
+    code = getattr(error, "exit_code", None)
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    return 1 if isinstance(error, USER_ERRORS) else None
+
+
 def one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-    """``main`` that reports :data:`USER_ERRORS` as ``error: <message>`` on stderr with
-    exit status 1 instead of a traceback (``app.run(one_line_errors(main))``). With an
-    explicit ``--verbosity`` (e.g. ``--verbosity=0``) the exception propagates,
-    traceback and all."""
+    """``main`` that reports what a user caused as one line on stderr instead of a
+    traceback (``app.run(one_line_errors(main))``): ``error: <message>`` and exit status
+    1 for :data:`USER_ERRORS` and the exceptions that carry an ``exit_code``; a run
+    stopped by a signal (``exit_code`` >= 128) prints its message as it is and exits
+    with that code. With an explicit ``--verbosity`` (e.g. ``--verbosity=0``) the
+    exception propagates, traceback and all."""
 
     @functools.wraps(main)
     def run(argv: list[str]) -> None:
         try:
             main(argv)
-        except USER_ERRORS as error:
+        except Exception as error:
             from absl import flags
 
-            if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
+            code = _exit_code(error)
+            verbose = flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present
+            if code is None or verbose:
                 raise
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            sys.exit(1)
-        except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves, below)
-            print("Interrupted.", file=sys.stderr, flush=True)
-            sys.exit(130)
-        except Exception as error:
-            # A stop with its own exit status and one-line message: a run interrupted by
-            # SIGTERM / Ctrl-C after saving (128 + signal), a busy workdir.
-            code = getattr(error, "exit_code", None)
-            if not isinstance(code, int) or isinstance(code, bool):
-                raise
-            print(error, file=sys.stderr, flush=True)
+            print(("" if code >= 128 else "error: ") + str(error), file=sys.stderr, flush=True)
             sys.exit(code)
 
     return run

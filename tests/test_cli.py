@@ -313,6 +313,17 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(capsys):
     with pytest.raises(KeyError):
         one_line_errors(bug)(["prog"])
 
+    class Stopped(Exception):  # like a run stopped by SIGTERM: saved, exit 128 + 15
+        exit_code = 143
+
+    def preempted(argv):
+        raise Stopped("Interrupted (SIGTERM) at step 7: saved checkpoint 7 in W")
+
+    with pytest.raises(SystemExit) as exit_info:
+        one_line_errors(preempted)(["prog"])
+    assert exit_info.value.code == 143
+    assert capsys.readouterr().err == "Interrupted (SIGTERM) at step 7: saved checkpoint 7 in W\n"
+
 
 # ---------------------------------------------------------------- the 10-fold figure
 
