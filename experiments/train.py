@@ -3,9 +3,12 @@ r"""Trains any config: ``--config=configs/x.py[:variant] --workdir=DIR [--config
   python experiments/train.py --config=configs/lenet5_digits.py --workdir=workdirs/lenet5
 
 The workdir keeps checkpoints (the same command resumes), metrics, curves,
-``config.json`` and ``results.json``. On a CPU host every core becomes a device (unless
-XLA_FLAGS is set), because XLA runs each convolution on one core: data-parallel steps
-then use the whole machine.
+``config.json`` and ``results.json``. SIGTERM or Ctrl-C saves the step the run is at
+and exits with status 143 or 130 (128 + signal); a second run on a busy workdir, or
+one whose config changes the workdir's model, dataset or optimizer (unless
+``--resume_with_changed_config``), is refused with exit status 1. On a CPU host every
+core becomes a device (unless XLA_FLAGS is set), because XLA runs each convolution on
+one core: data-parallel steps then use the whole machine.
 """
 
 # JAX, TensorFlow and the training code are imported in main(), once absl has parsed the
