@@ -214,7 +214,8 @@ def check_resume(
         raise ConfigChangedError(
             f"{workdir} was trained with another model, dataset or optimizer; (saved -> "
             f"given) {'; '.join(changed)}.\nUse a new --workdir or the saved config, or "
-            f"resume anyway with --{RESUME_OPT_IN} ({RESUME_OPT_IN}=True in Python)."
+            f"train on anyway with experiments/train.py --{RESUME_OPT_IN} "
+            f"({RESUME_OPT_IN}=True in Python)."
         )
     return config_diff(saved, config, limit=1000, only=lambda name: name != RESUME_OPT_IN)
 
