@@ -43,6 +43,10 @@ CASES = [
     ("2x3 asymmetric same stride (2, 1)", (2, 8, 7, 3), (2, 3), 5, (2, 1), "SAME", (1, 1), 1),
     ("5x5 stride 3, unread trailing rows", (2, 12, 13, 2), (5, 5), 3, (3, 3), "VALID", (1, 1), 1),
     ("full-size kernel (fc as conv)", (2, 5, 5, 4), (5, 5), 6, (1, 1), "VALID", (1, 1), 1),
+    ("1x1 pad 1", (2, 5, 6, 4), (1, 1), 3, (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    ("narrow layer, batch 34 (chunked)", (34, 6, 6, 3), (3, 3), 5, (1, 1), "SAME", (1, 1), 1),
+    ("1x1 stride 2 groups 2", (2, 7, 7, 4), (1, 1), 6, (2, 2), "VALID", (1, 1), 2),
+    ("1x1 stride 3, odd size", (2, 8, 7, 5), (1, 1), 3, (3, 3), "VALID", (1, 1), 1),
 ]
 
 
