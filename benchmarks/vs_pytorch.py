@@ -176,14 +176,14 @@ def worker_main(side_name: str, conv_impl: str) -> None:
 class Worker:
     """One side's process; ``call`` sends a command and waits for its reply."""
 
-    def __init__(self, side: str, conv_impl: str):
+    def __init__(self, side: str, conv_impl: str, xla_flags: str):
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (ROOT, env.get("PYTHONPATH"))))
         if side == "jit":
             env.pop("XLA_FLAGS", None)  # one device, XLA's own multi-threaded runtime
         args = [sys.executable, os.path.abspath(__file__), f"--worker={side}",
-                f"--conv_impl={conv_impl}"]
+                f"--conv_impl={conv_impl}", f"--xla_flags={xla_flags}"]
         self.side = side
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env)
@@ -209,7 +209,7 @@ def load() -> str:
 
 def measure(model: str, batch: int, sides, args) -> dict:
     """Interleaved rounds of every side on one model: images/s per round per side."""
-    workers = [Worker(side, args.conv_impl) for side in sides]
+    workers = [Worker(side, args.conv_impl, args.xla_flags) for side in sides]
     try:
         info = {w.side: w.call(cmd="setup", model=model, batch=batch) for w in workers}
         counts = {side: i["params"] for side, i in info.items()}
@@ -262,6 +262,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--round_s", type=float, default=None, help="seconds per side per round")
     parser.add_argument("--conv_impl", default="auto", help="convjax models' conv_impl")
+    parser.add_argument("--xla_flags", default="", help="extra XLA_FLAGS for the JAX sides")
     parser.add_argument("--json", default=None, help="also write every round's figures here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -276,7 +277,8 @@ def main() -> None:
     for side in sides:
         if side not in SIDES:
             parser.error(f"unknown side {side!r}; valid: {', '.join(SIDES)}")
-    print(f"{os.cpu_count()} cores | conv_impl={args.conv_impl} | rounds {args.rounds} x "
+    print(f"{os.cpu_count()} cores | conv_impl={args.conv_impl} | extra XLA flags "
+          f"{args.xla_flags or 'none'} | rounds {args.rounds} x "
           f"~{args.round_s:g} s per side | load average {load()}", flush=True)
     results = {}
     for case in cases:
@@ -294,11 +296,19 @@ def main() -> None:
             json.dump({f"{m}:{b}": r for (m, b), r in results.items()}, f, indent=1)
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    if "--worker=shard_map" in sys.argv:
+def _set_worker_flags(argv: list[str]) -> None:
+    """Before JAX starts: one device per core for shard_map, then any extra XLA flags."""
+    extra = next((a.split("=", 1)[1] for a in argv if a.startswith("--xla_flags=")), "")
+    if "--worker=shard_map" in argv:
         sys.path.insert(0, ROOT)
         from convjax.host_devices import use_all_cpu_cores
 
         use_all_cpu_cores()
+    if extra and any(a.startswith("--worker=") for a in argv):
+        os.environ["XLA_FLAGS"] = " ".join(filter(None, (os.environ.get("XLA_FLAGS"), extra)))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    _set_worker_flags(sys.argv)
     main()

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.ops.pooling import max_pool  # noqa: F401  (the models' max_pool, with ceil_mode)
+from convjax.ops.pooling import max_pool
 
 
 def choose(table: Mapping[str, Any], key: str, what: str) -> Any:
@@ -32,17 +32,7 @@ def avg_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Ar
     return nn.avg_pool(x, (window, window), strides=(stride, stride), padding=pad)
 
 
-def xla_max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
-    """Valid max pooling x [B, H, W, C] -> [B, H', W', C] by XLA's reduce_window.
-
-    Its gradient (select-and-scatter) keeps jit, pmap and shard_map in agreement; the
-    strided-view gradient of ``ops.pooling.max_pool`` drifted apart under pmap for LeNet-5
-    (tests/test_parallel_strategies.py).
-    """
-    return nn.max_pool(x, (window, window), strides=(stride, stride))
-
-
-POOLS = {"max": xla_max_pool, "avg": avg_pool}
+POOLS = {"max": max_pool, "avg": avg_pool}
 
 
 def adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:

@@ -117,39 +117,42 @@ def _window_views(x: jax.Array, windows, strides, pads) -> list[jax.Array]:
     return views
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _max_pool_views(x: jax.Array, windows, strides, pads) -> jax.Array:
+def _first_argmax(views: list[jax.Array]) -> jax.Array:
+    """Index (int8/int32 [B, H_out, W_out, C]) of each window's first maximum, row-major."""
+    best, index = views[0], jnp.zeros(views[0].shape, jnp.int8 if len(views) < 128 else jnp.int32)
+    for t, view in enumerate(views[1:], start=1):
+        better = view > best  # strict: an equal later value does not win
+        best = jnp.where(better, view, best)
+        index = jnp.where(better, jnp.asarray(t, index.dtype), index)
+    return index
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _max_pool_views(x: jax.Array, windows, strides, pads, in_hw) -> jax.Array:
     return functools.reduce(lax.max, _window_views(x, windows, strides, pads))
 
 
-def _max_pool_fwd(x, windows, strides, pads):
-    y = _max_pool_views(x, windows, strides, pads)
-    return y, (x, y)
+def _max_pool_fwd(x, windows, strides, pads, in_hw):
+    views = _window_views(x, windows, strides, pads)
+    # The winner is recorded here, from the same values the maximum came from: comparing
+    # against the output later could fail where XLA recomputes x with other rounding.
+    return functools.reduce(lax.max, views), _first_argmax(views)
 
 
-def _max_pool_bwd(windows, strides, pads, residuals, dy):
-    """Each window's gradient goes to its first maximum; the views are scattered back by
-    interior padding (a strided view's transpose) and summed."""
-    x, y = residuals
+def _max_pool_bwd(windows, strides, pads, in_hw, index, dy):
+    """Each window's gradient goes to its first maximum; each tap's share is placed back
+    by interior padding (a strided view's transpose) and the taps are summed."""
     (lo_h, hi_h), (lo_w, hi_w) = pads
-    height, width = x.shape[1] + lo_h + hi_h, x.shape[2] + lo_w + hi_w
-    out_h, out_w = y.shape[1:3]
+    height, width = in_hw[0] + lo_h + hi_h, in_hw[1] + lo_w + hi_w
+    out_h, out_w = dy.shape[1:3]
     zero = jnp.zeros((), dy.dtype)
-    taken = None
     dx = None
-    for t, view in enumerate(_window_views(x, windows, strides, pads)):
+    for t in range(windows[0] * windows[1]):
         i, j = divmod(t, windows[1])
-        hit = view == y if taken is None else (view == y) & ~taken
-        taken = hit if taken is None else taken | hit
         bottom = height - i - (out_h - 1) * strides[0] - 1
         right = width - j - (out_w - 1) * strides[1] - 1
-        config = (
-            (0, 0, 0),
-            (i, bottom, strides[0] - 1),
-            (j, right, strides[1] - 1),
-            (0, 0, 0),
-        )
-        term = lax.pad(jnp.where(hit, dy, zero), zero, config)
+        config = ((0, 0, 0), (i, bottom, strides[0] - 1), (j, right, strides[1] - 1), (0, 0, 0))
+        term = lax.pad(jnp.where(index == t, dy, zero), zero, config)
         dx = term if dx is None else dx + term
     crop = ((0, 0, 0), (-lo_h, -hi_h, 0), (-lo_w, -hi_w, 0), (0, 0, 0))
     return (lax.pad(dx, zero, crop),)
@@ -162,7 +165,7 @@ _max_pool_views.defvjp(_max_pool_fwd, _max_pool_bwd)
 def _max_pool(x: jax.Array, windows, strides, pads) -> jax.Array:
     if not jnp.issubdtype(x.dtype, jnp.inexact):  # integers: nothing to differentiate
         return functools.reduce(lax.max, _window_views(x, windows, strides, pads))
-    return _max_pool_views(x, windows, strides, pads)
+    return _max_pool_views(x, windows, strides, pads, tuple(x.shape[1:3]))
 
 
 @functools.partial(jax.jit, static_argnames=("windows", "strides", "pads", "count_include_pad"))
