@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from convjax.ops import conv_cpu
 from convjax.ops.conv_cpu import conv_general_dilated
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -86,6 +87,30 @@ def test_values_and_gradients_equal_lax(
         assert got.shape == want.shape
         # float32 rounding of sums in another order: ~1e-7 of the largest entry.
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("ynn", [True, False])
+@pytest.mark.parametrize(
+    "name", ["3x3 stride 2 groups 3", "lenet C_in=1 5x5", "narrow layer, batch 34 (chunked)"]
+)
+def test_both_xla_convolution_libraries(monkeypatch, ynn, name):
+    """The formulations chosen with and without XLA's YNNPACK convolutions agree with lax."""
+    monkeypatch.setattr(conv_cpu, "ynn_convolutions", lambda: ynn)
+    case = next(c for c in CASES if c[0] == name)
+    test_values_and_gradients_equal_lax(*case)
+
+
+def test_ynn_convolutions_reads_xla_flags(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    assert conv_cpu.ynn_convolutions()
+    monkeypatch.setenv(
+        "XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+    )
+    assert not conv_cpu.ynn_convolutions()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
+    assert not conv_cpu.ynn_convolutions()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_dot")
+    assert conv_cpu.ynn_convolutions()
 
 
 def test_gradients_under_vmap_and_jit():

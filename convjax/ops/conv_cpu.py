@@ -28,6 +28,7 @@ negative padding, layouts other than NHWC/HWIO, non-2-D) goes to
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -47,6 +48,7 @@ class ConvSpec(NamedTuple):
     dilation: tuple[int, int]
     groups: int
     precision: Any
+    ynn: bool = True  # XLA runs convolutions with YNNPACK (see ynn_convolutions)
 
 
 def _xla_conv(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
@@ -102,10 +104,24 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     return _xla_conv(x, w, spec)
 
 
-# XLA:CPU hands convolutions with more than 16 input or output features to YNNPACK, whose
-# weight gradient is slow when the batch (the gradient's input features) is large; in
-# chunks of _SMALL examples a narrow layer's weight gradient runs 1.5-6x faster.
+# XLA:CPU hands convolutions with more than 16 input or output features to YNNPACK unless
+# XLA_FLAGS turns that off (convjax.host_devices does, for training on CPU hosts); Eigen
+# runs the others. YNNPACK's weight gradient is slow when the batch (the gradient's
+# input features) is large: in chunks of _SMALL examples a narrow layer's runs 1.5-6x
+# faster, and a strided layer's is faster as a patch matrix multiply.
 _SMALL = 16
+_YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+
+
+def ynn_convolutions() -> bool:
+    """Whether XLA:CPU runs convolutions with YNNPACK in this process (from XLA_FLAGS)."""
+    for flag in os.environ.get("XLA_FLAGS", "").split():
+        if flag.startswith(_YNN_FLAG):
+            kinds = [kind for kind in flag[len(_YNN_FLAG) :].split(",") if kind]
+            if any(kind[0] in "+-" for kind in kinds):  # edits of XLA's default set
+                return "-individual_convolution" not in kinds
+            return "individual_convolution" in kinds
+    return True
 
 
 def _xla_weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> jax.Array:
@@ -117,7 +133,7 @@ def _xla_weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) 
         return jax.linear_transpose(lambda k: _xla_conv(xs, k, spec), kernel)(dys)[0]
 
     batch = x.shape[0]
-    if w.shape[3] // spec.groups > _SMALL or batch <= _SMALL:
+    if w.shape[3] // spec.groups > _SMALL or batch <= _SMALL or not spec.ynn:
         return grad(x, dy)
     total = None
     for start in range(0, batch, _SMALL):
@@ -129,15 +145,17 @@ def _xla_weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) 
 def _weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> jax.Array:
     """dW [f_h, f_w, C/G, C_out].
 
-    1x1: ``x^T @ dy`` over pixels. At most 16 outputs per group, or stride 1: XLA's own
-    weight gradient (in chunks of 16 examples for narrow layers). Otherwise (strided, or
-    one input channel): the patch matrix multiply ``patches(x)^T @ dy``, one per group.
+    1x1: ``x^T @ dy`` over pixels. With YNNPACK convolutions, a strided or one-channel
+    layer with more than 16 outputs per group: the patch matrix multiply
+    ``patches(x)^T @ dy``, one per group. Otherwise XLA's own weight gradient (in chunks
+    of 16 examples for narrow layers under YNNPACK).
     """
     f_h, f_w, c_group, c_out = w.shape
     if _is_pointwise(w.shape, spec):
         dw = jnp.einsum("bhwc,bhwo->co", _subsample(x, spec), dy, precision=spec.precision)
         return dw.reshape(w.shape).astype(x.dtype)
-    if c_out // spec.groups <= _SMALL or (x.shape[-1] != 1 and spec.strides == (1, 1)):
+    strided_or_one_channel = x.shape[-1] == 1 or spec.strides != (1, 1)
+    if c_out // spec.groups <= _SMALL or not strided_or_one_channel or not spec.ynn:
         return _xla_weight_grad(x, w, dy, spec)
     groups = spec.groups
     n = dy.shape[0] * dy.shape[1] * dy.shape[2]
@@ -201,9 +219,34 @@ def _input_grad_phases(x_shape, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> 
     return dx[:, lo_h : lo_h + x_shape[1], lo_w : lo_w + x_shape[2], :]
 
 
+def _input_grad_col2im(x_shape, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> jax.Array:
+    """dx = col2im(dy @ W^T) for a stride-1 convolution: each tap's [B, H_out, W_out, C]
+    block of ``dy @ W^T`` is added where that tap read the (padded) input."""
+    f_h, f_w, channels, c_out = w.shape
+    batch, out_h, out_w, _ = dy.shape
+    (lo_h, hi_h), (lo_w, hi_w) = spec.pads
+    height, width = x_shape[1] + lo_h + hi_h, x_shape[2] + lo_w + hi_w
+    kernel = w.reshape(f_h * f_w, channels, c_out)
+    cols = jnp.einsum("bhwo,tco->tbhwc", dy, kernel, precision=spec.precision)
+    zero = jnp.zeros((), dy.dtype)
+    total = None
+    for t in range(f_h * f_w):
+        i, j = divmod(t, f_w)
+        config = ((0, 0, 0), (i, height - i - out_h, 0), (j, width - j - out_w, 0), (0, 0, 0))
+        term = lax.pad(cols[t], zero, config)
+        total = term if total is None else total + term
+    return total[:, lo_h : lo_h + x_shape[1], lo_w : lo_w + x_shape[2], :]
+
+
 def _input_grad(x_shape, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> jax.Array:
+    """dx [B, H, W, C]: 1x1 as ``dy @ W^T``; few input channels (at most 16, stride 1) by
+    col2im (XLA's transposed convolution is ~2x slower there); strided by phases;
+    otherwise XLA's own transposed convolution, as fast as its forward pass."""
     if _is_pointwise(w.shape, spec):
         return _pointwise_input_grad(x_shape, w, dy, spec)
+    plain = spec.dilation == (1, 1) and spec.groups == 1
+    if plain and spec.strides == (1, 1) and x_shape[3] <= _SMALL:
+        return _input_grad_col2im(x_shape, w, dy, spec)
     if spec.strides == (1, 1) or spec.dilation != (1, 1):
         # Stride 1: the transposed convolution is an ordinary one, as fast as the forward.
         x = jax.ShapeDtypeStruct(x_shape, dy.dtype)
@@ -287,7 +330,9 @@ def conv_general_dilated(
         window = [(f - 1) * d + 1 for f, d in zip(jnp.shape(rhs)[:2], dilation, strict=True)]
         padding = lax.padtype_to_pads(jnp.shape(lhs)[1:3], window, strides, padding)
     pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-    spec = ConvSpec(strides, pads, dilation, int(feature_group_count), precision)
+    spec = ConvSpec(
+        strides, pads, dilation, int(feature_group_count), precision, ynn_convolutions()
+    )
     lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
     dtype = jnp.result_type(lhs, rhs)
     return _jit_conv(lhs.astype(dtype), rhs.astype(dtype), spec)
