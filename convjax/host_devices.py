@@ -15,6 +15,7 @@ This module does not import JAX.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -31,6 +32,19 @@ HOST_DEVICE_FLAGS = (
     "--xla_cpu_collective_timeout_seconds=3600",
 )
 BATCH_FIELDS = ("batch_size", "eval_batch_size")
+
+
+def conv_library_flags() -> tuple[str, ...]:
+    """Convolutions on Eigen, not YNNPACK, where jaxlib has that flag (0.10-0.11): YNNPACK's
+    weight gradients and layout copies trained ResNets 1.3-1.8x slower here and compiled
+    2-4x slower (benchmarks/README.md)."""
+    try:
+        version = tuple(int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return ()
+    if (0, 10) <= version < (0, 12):
+        return ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
+    return ()
 
 
 def available_cores() -> int:
@@ -116,6 +130,10 @@ def use_all_cpu_cores(
                 flush=True,
             )
     os.environ["XLA_FLAGS"] = " ".join(
-        (f"--xla_force_host_platform_device_count={int(num_devices)}", *HOST_DEVICE_FLAGS)
+        (
+            f"--xla_force_host_platform_device_count={int(num_devices)}",
+            *HOST_DEVICE_FLAGS,
+            *conv_library_flags(),
+        )
     )
     return int(num_devices)
