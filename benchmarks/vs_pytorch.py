@@ -180,8 +180,11 @@ class Worker:
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (ROOT, env.get("PYTHONPATH"))))
-        if side == "jit":
-            env.pop("XLA_FLAGS", None)  # one device, XLA's own multi-threaded runtime
+        if side == "jit":  # one device, XLA's multi-threaded runtime, convjax's CPU flags
+            sys.path.insert(0, ROOT)
+            from convjax.host_devices import conv_library_flags
+
+            env["XLA_FLAGS"] = " ".join(conv_library_flags())
         args = [sys.executable, os.path.abspath(__file__), f"--worker={side}",
                 f"--conv_impl={conv_impl}", f"--xla_flags={xla_flags}"]
         self.side = side

@@ -139,9 +139,27 @@ def _max_pool_fwd(x, windows, strides, pads, in_hw):
     return functools.reduce(lax.max, views), _first_argmax(views)
 
 
+def _tiled_bwd(windows, in_hw, index, dy):
+    """The gradient of non-overlapping windows (stride = window, no padding): every input
+    pixel reads its own window's gradient once (XLA fuses this without recomputation)."""
+    (f_h, f_w), (batch, out_h, out_w, channels) = windows, dy.shape
+
+    def tile(a):  # [B, H', W', C] -> [B, H' f_h, W' f_w, C], each value over its window
+        a = jnp.broadcast_to(a[:, :, None, :, None, :], (batch, out_h, f_h, out_w, f_w, channels))
+        return a.reshape(batch, out_h * f_h, out_w * f_w, channels)
+
+    tap = (jnp.arange(f_h)[:, None] * f_w + jnp.arange(f_w)[None, :]).astype(index.dtype)
+    tap = jnp.tile(tap, (out_h, out_w))[None, :, :, None]  # [1, H' f_h, W' f_w, 1]
+    dx = jnp.where(tile(index) == tap, tile(dy), jnp.zeros((), dy.dtype))
+    # Floor mode: rows/columns past the last window get no gradient.
+    return jnp.pad(dx, ((0, 0), (0, in_hw[0] - out_h * f_h), (0, in_hw[1] - out_w * f_w), (0, 0)))
+
+
 def _max_pool_bwd(windows, strides, pads, in_hw, index, dy):
     """Each window's gradient goes to its first maximum; each tap's share is placed back
     by interior padding (a strided view's transpose) and the taps are summed."""
+    if tuple(strides) == tuple(windows) and pads == ((0, 0), (0, 0)):
+        return (_tiled_bwd(windows, in_hw, index, dy),)
     (lo_h, hi_h), (lo_w, hi_w) = pads
     height, width = in_hw[0] + lo_h + hi_h, in_hw[1] + lo_w + hi_w
     out_h, out_w = dy.shape[1:3]
