@@ -140,7 +140,9 @@ def test_style_cost_falls_100x_with_content_bounded_by_the_trade_off():
     config.log_every = 50
     result = T.stylize(config, progress=False)
     style0 = result.history["style"][0]
-    assert result.history["content"][0] == 0.0  # it starts at the content image
+    # It starts at the content image: the content cost is rounding only (the content
+    # features and the step's features come from two compiled programs).
+    assert result.history["content"][0] <= 1e-6 * result.final["content"]
     drop = style0 / result.final["style"]
     assert drop >= 100, f"style cost fell only {drop:.1f}x"
     # J decreased from J(C) = beta * J_style(C), so alpha * J_content <= beta * J_style(C).
