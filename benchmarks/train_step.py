@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
+import json
 import os
 import re
 import resource
@@ -103,7 +104,7 @@ def benchmark(args, strategy_name, image_shape):
     config = ml_collections.ConfigDict(
         {
             "model": args.model,
-            "model_kwargs": {"num_classes": args.num_classes},
+            "model_kwargs": {"num_classes": args.num_classes, **json.loads(args.model_kwargs)},
             "seed": 0,
             "num_train_steps": 1000,
             "dtype": args.dtype,
@@ -143,6 +144,7 @@ def main():
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--image", default="32,32,1", help="H,W,C")
     parser.add_argument("--num_classes", type=int, default=10)
+    parser.add_argument("--model_kwargs", default="{}", help="JSON, e.g. '{\"fc_width\": 512}'")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--strategies", default="jit,pmap,shard_map")
     parser.add_argument("--steps", type=int, default=20)

@@ -48,6 +48,8 @@ CASES = [
     ("narrow layer, batch 34 (chunked)", (34, 6, 6, 3), (3, 3), 5, (1, 1), "SAME", (1, 1), 1),
     ("1x1 stride 2 groups 2", (2, 7, 7, 4), (1, 1), 6, (2, 2), "VALID", (1, 1), 2),
     ("1x1 stride 3, odd size", (2, 8, 7, 5), (1, 1), 3, (3, 3), "VALID", (1, 1), 1),
+    ("3x3 pad 1 on 2x2 maps (vgg at 32x32)", (2, 2, 2, 20), (3, 3), 6, (1, 1), "SAME", (1, 1), 1),
+    ("3x3 pad 1 on 1x3 maps", (3, 1, 3, 4), (3, 3), 5, (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
 ]
 
 
@@ -145,3 +147,20 @@ def test_unspecialised_arguments_fall_back_to_lax():
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+def test_nan_in_the_output_gradient_reaches_the_weight_gradient():
+    """The weight gradient reads a stored x behind a NaN check on dy (see _stored): a
+    NaN there still gives a NaN gradient, as lax's does."""
+    x, w = _inputs((2, 6, 6, 20), (3, 3), 20, 1)
+    fast = jax.jit(_conv(conv_general_dilated, (1, 1), "SAME", (1, 1), 1))
+    reference = _conv(lax.conv_general_dilated, (1, 1), "SAME", (1, 1), 1)
+    dy = np.ones((2, 6, 6, 20), np.float32)
+    dy[0, 0, 0, 0] = np.nan
+    for fn in (fast, reference):
+        _, vjp = jax.vjp(fn, x, w)
+        dx, dw = vjp(jnp.asarray(dy))
+        assert np.isnan(dw).any() and np.isnan(dx).any()
+    _, vjp = jax.vjp(fast, x, w)
+    finite = np.ones_like(dy)
+    assert np.isfinite(vjp(jnp.asarray(finite))[1]).all()

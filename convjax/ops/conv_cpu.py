@@ -16,6 +16,9 @@ computes, measured per layer shape on this project's CPUs:
   of 16 examples (XLA then runs it without YNNPACK, 1.5-6x faster);
 - the input gradient of a strided kernel as ``s_h * s_w`` stride-1 transposed
   convolutions, one per output phase (the taps ``w[r_h::s_h, r_w::s_w]``), interleaved;
+- a kernel window larger than the image (VGG's 2x2 maps): forward as a patch matrix
+  multiply and input gradient by col2im (XLA's convolution is 50-90x slower there);
+- XLA's weight-gradient convolution reads a stored ``x`` (see :func:`_stored`);
 - everything else with XLA's own convolution.
 
 Every stride, explicit or ``'SAME'``/``'VALID'`` padding, kernel dilation and
@@ -98,9 +101,22 @@ def _subsample(x: jax.Array, spec: ConvSpec) -> jax.Array:
     return x if (s_h, s_w) == (1, 1) else x[:, ::s_h, ::s_w, :]
 
 
+def _window_exceeds_image(x_shape, w_shape, spec: ConvSpec) -> bool:
+    """The (dilated) kernel window is taller or wider than the unpadded image, e.g. a 3x3
+    kernel on VGG's 2x2 maps at 32x32 input: XLA:CPU's (Eigen's) convolution takes a
+    path there that is 50-90x slower than the patch matrix multiply."""
+    return any(
+        n < (f - 1) * d + 1
+        for n, f, d in zip(x_shape[1:3], w_shape[:2], spec.dilation, strict=True)
+    )
+
+
 def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     if _is_pointwise(w.shape, spec):
         return jnp.einsum("bhwc,co->bhwo", _subsample(x, spec), w[0, 0], precision=spec.precision)
+    if spec.groups == 1 and _window_exceeds_image(x.shape, w.shape, spec):
+        cols = patches(x, w.shape[:2], spec)  # [B, H', W', f_h, f_w, C]
+        return jnp.einsum("bhwtuc,tuco->bhwo", cols, w, precision=spec.precision)
     return _xla_conv(x, w, spec)
 
 
@@ -124,10 +140,26 @@ def ynn_convolutions() -> bool:
     return True
 
 
+def _stored(x: jax.Array, dy: jax.Array) -> jax.Array:
+    """``x`` read from a buffer of its own rather than recomputed by its consumer.
+
+    XLA:CPU's weight-gradient convolution needs ``x`` transposed (its batch becomes the
+    contracted feature dimension), and XLA fuses the elementwise ops that produced ``x``
+    (BatchNorm, ReLU and the residual adds of earlier blocks) into that transpose,
+    recomputing them in transposed order: 3-30x the cost of transposing a stored ``x``
+    (ResNet-18-CIFAR trained 1.25x faster without it). A conditional is a fusion
+    boundary XLA keeps; its predicate reads ``dy`` so it cannot be folded away, and its
+    other branch (``dy[0, 0, 0, 0]`` is NaN, where this gradient is NaN anyway) gives NaN.
+    """
+    first = dy[0, 0, 0, 0]
+    return lax.cond(first == first, lambda v: v, lambda v: jnp.full_like(v, jnp.nan), x)
+
+
 def _xla_weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> jax.Array:
     """XLA's weight-gradient convolution, summed over chunks of _SMALL examples when the
     layer has at most _SMALL outputs per group."""
     kernel = jax.ShapeDtypeStruct(w.shape, dy.dtype)
+    x = _stored(x, dy)
 
     def grad(xs, dys):
         return jax.linear_transpose(lambda k: _xla_conv(xs, k, spec), kernel)(dys)[0]
@@ -239,13 +271,15 @@ def _input_grad_col2im(x_shape, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> 
 
 
 def _input_grad(x_shape, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> jax.Array:
-    """dx [B, H, W, C]: 1x1 as ``dy @ W^T``; few input channels (at most 16, stride 1) by
-    col2im (XLA's transposed convolution is ~2x slower there); strided by phases;
+    """dx [B, H, W, C]: 1x1 as ``dy @ W^T``; few input channels (at most 16, stride 1) or
+    a window larger than the image by col2im (XLA's transposed convolution is 2-90x
+    slower there); strided by phases;
     otherwise XLA's own transposed convolution, as fast as its forward pass."""
     if _is_pointwise(w.shape, spec):
         return _pointwise_input_grad(x_shape, w, dy, spec)
     plain = spec.dilation == (1, 1) and spec.groups == 1
-    if plain and spec.strides == (1, 1) and x_shape[3] <= _SMALL:
+    few_inputs = x_shape[3] <= _SMALL or _window_exceeds_image(x_shape, w.shape, spec)
+    if plain and spec.strides == (1, 1) and few_inputs:
         return _input_grad_col2im(x_shape, w, dy, spec)
     if spec.strides == (1, 1) or spec.dilation != (1, 1):
         # Stride 1: the transposed convolution is an ordinary one, as fast as the forward.
