@@ -143,8 +143,8 @@ def ynn_convolutions() -> bool:
 def _stored(x: jax.Array, dy: jax.Array) -> jax.Array:
     """``x`` read from a buffer of its own rather than recomputed by its consumer.
 
-    XLA:CPU's weight-gradient convolution needs ``x`` transposed (its batch becomes the
-    contracted feature dimension), and XLA fuses the elementwise ops that produced ``x``
+    XLA:CPU's weight-gradient convolution and the matrix multiplies ``x^T @ dy`` need
+    ``x`` transposed (its batch becomes the contracted dimension), and XLA fuses the elementwise ops that produced ``x``
     (BatchNorm, ReLU and the residual adds of earlier blocks) into that transpose,
     recomputing them in transposed order: 3-30x the cost of transposing a stored ``x``
     (ResNet-18-CIFAR trained 1.25x faster without it). A conditional is a fusion
@@ -184,14 +184,15 @@ def _weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> j
     """
     f_h, f_w, c_group, c_out = w.shape
     if _is_pointwise(w.shape, spec):
-        dw = jnp.einsum("bhwc,bhwo->co", _subsample(x, spec), dy, precision=spec.precision)
+        x = _stored(_subsample(x, spec), dy)
+        dw = jnp.einsum("bhwc,bhwo->co", x, dy, precision=spec.precision)
         return dw.reshape(w.shape).astype(x.dtype)
     strided_or_one_channel = x.shape[-1] == 1 or spec.strides != (1, 1)
     if c_out // spec.groups <= _SMALL or not strided_or_one_channel or not spec.ynn:
         return _xla_weight_grad(x, w, dy, spec)
     groups = spec.groups
     n = dy.shape[0] * dy.shape[1] * dy.shape[2]
-    cols = patches(x, (f_h, f_w), spec).reshape(n, f_h * f_w, groups, c_group)
+    cols = patches(_stored(x, dy), (f_h, f_w), spec).reshape(n, f_h * f_w, groups, c_group)
     grads = dy.reshape(n, groups, c_out // groups)
     dw = jnp.einsum("ntgc,ngo->tcgo", cols, grads, precision=spec.precision)
     return dw.reshape(w.shape).astype(x.dtype)
