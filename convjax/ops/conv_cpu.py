@@ -18,7 +18,7 @@ computes, measured per layer shape on this project's CPUs:
   convolutions, one per output phase (the taps ``w[r_h::s_h, r_w::s_w]``), interleaved;
 - a kernel window larger than the image (VGG's 2x2 maps): forward as a patch matrix
   multiply and input gradient by col2im (XLA's convolution is 50-90x slower there);
-- XLA's weight-gradient convolution reads a stored ``x`` (see :func:`_stored`);
+- weight gradients read stored ``x`` and ``dy`` (see :func:`_stored`);
 - everything else with XLA's own convolution.
 
 Every stride, explicit or ``'SAME'``/``'VALID'`` padding, kernel dilation and
@@ -140,26 +140,31 @@ def ynn_convolutions() -> bool:
     return True
 
 
-def _stored(x: jax.Array, dy: jax.Array) -> jax.Array:
-    """``x`` read from a buffer of its own rather than recomputed by its consumer.
+def _stored(x: jax.Array, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(x, dy)`` read from buffers of their own rather than recomputed by their consumers.
 
     XLA:CPU's weight-gradient convolution and the matrix multiplies ``x^T @ dy`` need
-    ``x`` transposed (its batch becomes the contracted dimension), and XLA fuses the elementwise ops that produced ``x``
-    (BatchNorm, ReLU and the residual adds of earlier blocks) into that transpose,
-    recomputing them in transposed order: 3-30x the cost of transposing a stored ``x``
-    (ResNet-18-CIFAR trained 1.25x faster without it). A conditional is a fusion
-    boundary XLA keeps; its predicate reads ``dy`` so it cannot be folded away, and its
-    other branch (``dy[0, 0, 0, 0]`` is NaN, where this gradient is NaN anyway) gives NaN.
+    ``x`` and ``dy`` transposed (the batch becomes the contracted dimension), and XLA
+    fuses the elementwise ops that produced them (BatchNorm, ReLU, the residual adds of
+    earlier blocks) into those transposes, recomputing them in transposed order: 3-30x
+    the cost of transposing stored arrays (ResNet-18-CIFAR trained 1.25x faster, ResNet-50
+    1.5x, without it). A conditional is a fusion boundary XLA keeps; its predicate reads
+    ``dy`` so it cannot be folded away, and its other branch (``dy[0, 0, 0, 0]`` is NaN,
+    where this gradient is NaN anyway) gives a NaN ``x``.
     """
     first = dy[0, 0, 0, 0]
-    return lax.cond(first == first, lambda v: v, lambda v: jnp.full_like(v, jnp.nan), x)
+
+    def nan_x(pair):
+        return jnp.full_like(pair[0], jnp.nan), pair[1]
+
+    return lax.cond(first == first, lambda pair: pair, nan_x, (x, dy))
 
 
 def _xla_weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> jax.Array:
     """XLA's weight-gradient convolution, summed over chunks of _SMALL examples when the
     layer has at most _SMALL outputs per group."""
     kernel = jax.ShapeDtypeStruct(w.shape, dy.dtype)
-    x = _stored(x, dy)
+    x, dy = _stored(x, dy)
 
     def grad(xs, dys):
         return jax.linear_transpose(lambda k: _xla_conv(xs, k, spec), kernel)(dys)[0]
@@ -184,7 +189,7 @@ def _weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> j
     """
     f_h, f_w, c_group, c_out = w.shape
     if _is_pointwise(w.shape, spec):
-        x = _stored(_subsample(x, spec), dy)
+        x, dy = _stored(_subsample(x, spec), dy)
         dw = jnp.einsum("bhwc,bhwo->co", x, dy, precision=spec.precision)
         return dw.reshape(w.shape).astype(x.dtype)
     strided_or_one_channel = x.shape[-1] == 1 or spec.strides != (1, 1)
@@ -192,7 +197,8 @@ def _weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> j
         return _xla_weight_grad(x, w, dy, spec)
     groups = spec.groups
     n = dy.shape[0] * dy.shape[1] * dy.shape[2]
-    cols = patches(_stored(x, dy), (f_h, f_w), spec).reshape(n, f_h * f_w, groups, c_group)
+    x, dy = _stored(x, dy)
+    cols = patches(x, (f_h, f_w), spec).reshape(n, f_h * f_w, groups, c_group)
     grads = dy.reshape(n, groups, c_out // groups)
     dw = jnp.einsum("ntgc,ngo->tcgo", cols, grads, precision=spec.precision)
     return dw.reshape(w.shape).astype(x.dtype)
