@@ -266,13 +266,15 @@ def _input_grad_col2im(x_shape, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> 
     (lo_h, hi_h), (lo_w, hi_w) = spec.pads
     height, width = x_shape[1] + lo_h + hi_h, x_shape[2] + lo_w + hi_w
     kernel = w.reshape(f_h * f_w, channels, c_out)
-    cols = jnp.einsum("bhwo,tco->tbhwc", dy, kernel, precision=spec.precision)
+    # [B, H', W', taps, C]: the matrix multiply's own output order (a tap-major order
+    # would cost a transpose as large as the product).
+    cols = jnp.einsum("bhwo,tco->bhwtc", dy, kernel, precision=spec.precision)
     zero = jnp.zeros((), dy.dtype)
     total = None
     for t in range(f_h * f_w):
         i, j = divmod(t, f_w)
         config = ((0, 0, 0), (i, height - i - out_h, 0), (j, width - j - out_w, 0), (0, 0, 0))
-        term = lax.pad(cols[t], zero, config)
+        term = lax.pad(cols[:, :, :, t], zero, config)
         total = term if total is None else total + term
     return total[:, lo_h : lo_h + x_shape[1], lo_w : lo_w + x_shape[2], :]
 
