@@ -105,7 +105,8 @@ def set_run(
     """Sets the batch sizes, step counts and cadences (``eval_every_steps=0``: at the
     end only), and the shared tail: ``keep_checkpoints``, ``seed=0``, ``parallel``
     (``'auto'`` | ``'jit'`` | ``'pmap'`` | ``'shard_map'``), ``dtype`` and
-    ``conv_impl='xla'``. Returns ``config``."""
+    ``conv_impl='auto'`` (the CPU-fast convolution on CPU hosts, XLA's own on GPU/TPU).
+    Returns ``config``."""
     config.batch_size = batch_size
     config.eval_batch_size = eval_batch_size
     config.num_train_steps = num_train_steps
@@ -116,7 +117,7 @@ def set_run(
     config.seed = 0
     config.parallel = parallel
     config.dtype = dtype
-    config.conv_impl = "xla"
+    config.conv_impl = "auto"
     return config
 
 
