@@ -46,7 +46,8 @@ def main(argv):
         batch_sizes={
             "batch_size": batch_size,
             "eval_batch_size": config.get("eval_batch_size") or batch_size,
-        }
+        },
+        parallel=config.get("parallel"),
     )
     from convjax.runs.train import train_and_evaluate
 

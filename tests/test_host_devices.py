@@ -70,6 +70,19 @@ def test_use_all_cpu_cores_picks_a_dividing_count(monkeypatch, capsys):
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=6"
 
 
+def test_jit_runs_keep_one_device_on_xla_threads(monkeypatch, capsys):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setattr(host_devices, "available_cores", lambda: 6)
+    sizes = {"batch_size": 128, "eval_batch_size": 256}
+    assert host_devices.use_all_cpu_cores(batch_sizes=sizes, parallel="jit") == 1
+    flags = os.environ["XLA_FLAGS"]
+    assert "device_count" not in flags and "multi_thread_eigen" not in flags
+    assert flags == " ".join(host_devices.conv_library_flags())
+    assert capsys.readouterr().err == ""
+    monkeypatch.delenv("XLA_FLAGS")
+    assert host_devices.use_all_cpu_cores(batch_sizes=sizes, parallel="shard_map") == 4
+
+
 def test_batch_size_errors_name_the_field():
     strategy = get_strategy("shard_map")  # 4 simulated devices (conftest)
     with pytest.raises(ValueError) as error:
