@@ -18,7 +18,7 @@ computes, measured per layer shape on this project's CPUs:
   convolutions, one per output phase (the taps ``w[r_h::s_h, r_w::s_w]``), interleaved;
 - a kernel window larger than the image (VGG's 2x2 maps): forward as a patch matrix
   multiply and input gradient by col2im (XLA's convolution is 50-90x slower there);
-- weight gradients read stored ``x`` and ``dy`` (see :func:`_stored`);
+- weight gradients read stored ``x`` and ``dy`` (:func:`convjax.ops.fusion.stored`);
 - everything else with XLA's own convolution.
 
 Every stride, explicit or ``'SAME'``/``'VALID'`` padding, kernel dilation and
@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from convjax.ops.fusion import stored
 
 _NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
 
@@ -140,31 +142,10 @@ def ynn_convolutions() -> bool:
     return True
 
 
-def _stored(x: jax.Array, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(x, dy)`` read from buffers of their own rather than recomputed by their consumers.
-
-    XLA:CPU's weight-gradient convolution and the matrix multiplies ``x^T @ dy`` need
-    ``x`` and ``dy`` transposed (the batch becomes the contracted dimension), and XLA
-    fuses the elementwise ops that produced them (BatchNorm, ReLU, the residual adds of
-    earlier blocks) into those transposes, recomputing them in transposed order: 3-30x
-    the cost of transposing stored arrays (ResNet-18-CIFAR trained 1.25x faster, ResNet-50
-    1.5x, without it). A conditional is a fusion boundary XLA keeps; its predicate reads
-    ``dy`` so it cannot be folded away, and its other branch (``dy[0, 0, 0, 0]`` is NaN,
-    where this gradient is NaN anyway) gives a NaN ``x``.
-    """
-    first = dy[0, 0, 0, 0]
-
-    def nan_x(pair):
-        return jnp.full_like(pair[0], jnp.nan), pair[1]
-
-    return lax.cond(first == first, lambda pair: pair, nan_x, (x, dy))
-
-
 def _xla_weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> jax.Array:
     """XLA's weight-gradient convolution, summed over chunks of _SMALL examples when the
     layer has at most _SMALL outputs per group."""
     kernel = jax.ShapeDtypeStruct(w.shape, dy.dtype)
-    x, dy = _stored(x, dy)
 
     def grad(xs, dys):
         return jax.linear_transpose(lambda k: _xla_conv(xs, k, spec), kernel)(dys)[0]
@@ -188,16 +169,20 @@ def _weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> j
     of 16 examples for narrow layers under YNNPACK).
     """
     f_h, f_w, c_group, c_out = w.shape
+    # Each path reads x and dy transposed (the batch is contracted); stored, XLA does not
+    # recompute their producers (BatchNorm, ReLU, residual adds) in transposed order
+    # (ResNet-18-CIFAR trained 1.25x faster, ResNet-50 1.5x). A NaN at dy[0, 0, 0, 0],
+    # where dW is NaN anyway, makes x NaN.
+    first = dy[0, 0, 0, 0]
+    x, dy = stored((x, dy), first == first)
     if _is_pointwise(w.shape, spec):
-        x, dy = _stored(_subsample(x, spec), dy)
-        dw = jnp.einsum("bhwc,bhwo->co", x, dy, precision=spec.precision)
+        dw = jnp.einsum("bhwc,bhwo->co", _subsample(x, spec), dy, precision=spec.precision)
         return dw.reshape(w.shape).astype(x.dtype)
     strided_or_one_channel = x.shape[-1] == 1 or spec.strides != (1, 1)
     if c_out // spec.groups <= _SMALL or not strided_or_one_channel or not spec.ynn:
         return _xla_weight_grad(x, w, dy, spec)
     groups = spec.groups
     n = dy.shape[0] * dy.shape[1] * dy.shape[2]
-    x, dy = _stored(x, dy)
     cols = patches(x, (f_h, f_w), spec).reshape(n, f_h * f_w, groups, c_group)
     grads = dy.reshape(n, groups, c_out // groups)
     dw = jnp.einsum("ntgc,ngo->tcgo", cols, grads, precision=spec.precision)

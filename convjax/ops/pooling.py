@@ -32,6 +32,7 @@ from convjax.ops.conv import (
     conv_output_size,
     spatial_padding,
 )
+from convjax.ops.fusion import stored
 
 Window = int | tuple[int, int]
 
@@ -155,19 +156,12 @@ def _tiled_bwd(windows, in_hw, index, dy):
     return jnp.pad(dx, ((0, 0), (0, in_hw[0] - out_h * f_h), (0, in_hw[1] - out_w * f_w), (0, 0)))
 
 
-def _stored(index: jax.Array) -> jax.Array:
-    """``index`` read from its buffer: XLA would otherwise fuse the forward's comparisons
-    (and the layer below: ReLU, bias, BatchNorm) into the backward pass and redo them for
-    every pixel of every window (LeNet-5 trained 1.18x faster with it stored). A
-    conditional is a fusion boundary XLA keeps; its predicate is always true (indices are
-    never negative), but XLA cannot fold it."""
-    return lax.cond(index[0, 0, 0, 0] >= 0, lambda v: v, jnp.zeros_like, index)
-
-
 def _max_pool_bwd(windows, strides, pads, in_hw, index, dy):
     """Each window's gradient goes to its first maximum; each tap's share is placed back
     by interior padding (a strided view's transpose) and the taps are summed."""
-    index = _stored(index)
+    # Stored: XLA would redo the forward comparisons (and the ReLU below) for every pixel
+    # of every window (LeNet-5 trained 1.18x faster). Indices are never negative.
+    index = stored(index, index[0, 0, 0, 0] >= 0)
     if tuple(strides) == tuple(windows) and pads == ((0, 0), (0, 0)):
         return (_tiled_bwd(windows, in_hw, index, dy),)
     (lo_h, hi_h), (lo_w, hi_w) = pads
