@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convjax.ops.normalization import batch_norm_train
 from convjax.ops.pooling import max_pool
 
 
@@ -69,6 +70,43 @@ def flatten(x: jax.Array) -> jax.Array:
     return x.reshape((x.shape[0], -1))
 
 
+class BatchNorm(nn.BatchNorm):
+    """``flax.linen.BatchNorm`` whose training-mode gradient takes two passes over the
+    activations (:func:`convjax.ops.normalization.batch_norm_train`); same parameters,
+    statistics and values. Other settings (masks, feature axes other than the last,
+    axis index groups, exact variance) and evaluation use Flax's own code."""
+
+    @nn.compact
+    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+        at_call = use_running_average
+        use_running_average = nn.merge_param(
+            "use_running_average", self.use_running_average, use_running_average
+        )
+        plain = (
+            self.axis in (-1, x.ndim - 1)
+            and self.use_scale
+            and self.use_bias
+            and self.use_fast_variance
+            and self.force_float32_reductions
+            and self.axis_index_groups is None
+            and mask is None
+        )
+        if use_running_average or self.is_initializing() or not plain:
+            return super().__call__(x, at_call, mask=mask)
+        channels = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(channels, jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(channels, jnp.float32))
+        scale = self.param("scale", self.scale_init, (channels,), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (channels,), self.param_dtype)
+        dtype = self.dtype or jnp.result_type(x, scale, bias)
+        y, mean, var = batch_norm_train(
+            x, scale.astype(jnp.float32), bias.astype(jnp.float32), self.epsilon, self.axis_name
+        )
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        return y.astype(dtype)
+
+
 def batch_norm(
     train: bool,
     axis_name: str | None,
@@ -82,7 +120,7 @@ def batch_norm(
     Statistics are averaged over ``axis_name`` when training data-parallel.
     ``zero_init`` starts the scale at zero (the last BN of a residual branch).
     """
-    return nn.BatchNorm(
+    return BatchNorm(
         use_running_average=not train,
         momentum=0.9,
         epsilon=epsilon,

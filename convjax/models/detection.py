@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from convjax.models.blocks import batch_norm
 from convjax.models.checks import check_images
 from convjax.models.layers import Conv
 from convjax.models.registry import register
@@ -46,13 +47,7 @@ class DarknetBackbone(nn.Module):
                 conv_impl=self.conv_impl,
                 name=f"conv{i}",
             )(x)
-            x = nn.BatchNorm(
-                use_running_average=not train,
-                momentum=0.9,
-                axis_name=self.axis_name,
-                dtype=self.dtype,
-                name=f"bn{i}",
-            )(x)
+            x = batch_norm(train, self.axis_name, self.dtype, f"bn{i}")(x)
             x = nn.leaky_relu(x, 0.1)
             if i < self.pools:
                 x = max_pool(x, 2)
@@ -106,13 +101,7 @@ class YOLO(nn.Module):
             conv_impl=self.conv_impl,
             name="head_conv",
         )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,
-            axis_name=self.axis_name,
-            dtype=self.dtype,
-            name="head_bn",
-        )(x)
+        x = batch_norm(train, self.axis_name, self.dtype, "head_bn")(x)
         x = nn.leaky_relu(x, 0.1)
         if self.version == "v2":
             channels = self.num_anchors * (5 + self.num_classes)

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convjax.models.blocks import POOLS
+from convjax.models.blocks import POOLS, batch_norm
 from convjax.models.checks import check_images
 from convjax.models.layers import Conv
 from convjax.models.registry import register
@@ -57,13 +57,7 @@ class LeNet5(nn.Module):
                 name=f"conv{i + 1}",
             )(x)
             if self.batch_norm:
-                x = nn.BatchNorm(
-                    use_running_average=not train,
-                    momentum=0.9,
-                    axis_name=self.axis_name,
-                    dtype=self.dtype,
-                    name=f"bn{i + 1}",
-                )(x)
+                x = batch_norm(train, self.axis_name, self.dtype, f"bn{i + 1}")(x)
             x = pool(act(x), 2, 2)
         x = x.reshape((x.shape[0], -1))
         x = act(nn.Dense(120, dtype=self.dtype, name="fc1")(x))
