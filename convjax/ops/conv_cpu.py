@@ -176,7 +176,12 @@ def _weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> j
     first = dy[0, 0, 0, 0]
     x, dy = stored((x, dy), first == first)
     if _is_pointwise(w.shape, spec):
-        dw = jnp.einsum("bhwc,bhwo->co", _subsample(x, spec), dy, precision=spec.precision)
+        # XLA copies the first operand of the product transposed ([C, pixels]): make
+        # that the narrower of x and dy.
+        if c_out < c_group:
+            dw = jnp.einsum("bhwo,bhwc->oc", dy, _subsample(x, spec), precision=spec.precision).T
+        else:
+            dw = jnp.einsum("bhwc,bhwo->co", _subsample(x, spec), dy, precision=spec.precision)
         return dw.reshape(w.shape).astype(x.dtype)
     strided_or_one_channel = x.shape[-1] == 1 or spec.strides != (1, 1)
     if c_out // spec.groups <= _SMALL or not strided_or_one_channel or not spec.ynn:
