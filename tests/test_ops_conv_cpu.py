@@ -20,6 +20,16 @@ NHWC = ("NHWC", "HWIO", "NHWC")
 CASES = [
     ("lenet C_in=1 5x5", (3, 12, 12, 1), (5, 5), 6, (1, 1), "VALID", (1, 1), 1),
     ("C_in=1 3x3 stride 2 same", (2, 9, 10, 1), (3, 3), 4, (2, 2), "SAME", (1, 1), 1),
+    (
+        "C_in=1 3x2 dilation 2 uneven pad",
+        (2, 9, 8, 1),
+        (3, 2),
+        4,
+        (1, 2),
+        ((1, 2), (2, 0)),
+        (2, 2),
+        1,
+    ),
     ("3x3 pad 1", (2, 8, 8, 5), (3, 3), 7, (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
     ("3x3 stride 2 pad 1 (resnet)", (2, 9, 8, 4), (3, 3), 6, (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
     ("1x1", (2, 6, 6, 8), (1, 1), 5, (1, 1), "VALID", (1, 1), 1),
@@ -150,18 +160,26 @@ def test_unspecialised_arguments_fall_back_to_lax():
     )
 
 
-def test_nan_in_the_output_gradient_reaches_the_weight_gradient():
-    """The weight gradient reads a stored x behind a NaN check on dy (see _stored): a
-    NaN there still gives a NaN gradient, as lax's does."""
-    x, w = _inputs((2, 6, 6, 20), (3, 3), 20, 1)
+@pytest.mark.parametrize("c_in,where", [(20, "dy"), (1, "dy"), (1, "w"), (20, "w")])
+def test_a_nan_spreads_exactly_as_in_lax(c_in, where):
+    """Stored activations sit behind an always-true conditional (ops.fusion): a NaN in
+    the kernel or the output gradient gives NaNs at exactly the entries lax's do."""
+    x, w = _inputs((2, 6, 6, c_in), (3, 3), 5, 1)
+    dy = np.ones((2, 6, 6, 5), np.float32)
+    if where == "dy":
+        dy[0, 0, 0, 0] = np.nan
+    else:
+        w = w.at[0, 0, 0, 0].set(np.nan)
     fast = jax.jit(_conv(conv_general_dilated, (1, 1), "SAME", (1, 1), 1))
     reference = _conv(lax.conv_general_dilated, (1, 1), "SAME", (1, 1), 1)
-    dy = np.ones((2, 6, 6, 20), np.float32)
-    dy[0, 0, 0, 0] = np.nan
-    for fn in (fast, reference):
-        _, vjp = jax.vjp(fn, x, w)
-        dx, dw = vjp(jnp.asarray(dy))
-        assert np.isnan(dw).any() and np.isnan(dx).any()
-    _, vjp = jax.vjp(fast, x, w)
-    finite = np.ones_like(dy)
-    assert np.isfinite(vjp(jnp.asarray(finite))[1]).all()
+    (y, vjp), (y_ref, vjp_ref) = jax.vjp(fast, x, w), jax.vjp(reference, x, w)
+    ours, theirs = (y, *vjp(jnp.asarray(dy))), (y_ref, *vjp_ref(jnp.asarray(dy)))
+    for got, want, name in zip(ours, theirs, ("y", "dx", "dw"), strict=True):
+        if name == "dx":  # lax's transposed convolution also multiplies its zero padding
+            assert np.isnan(got).any() == np.isnan(want).any()
+            assert not (np.isnan(got) & ~np.isnan(want)).any()
+        else:
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    # y and dx (a NaN in w) or dx and dW (in dy) have NaNs; y and dW finite entries too.
+    assert sum(bool(np.isnan(v).any()) for v in theirs) == 2
+    assert np.isfinite(theirs[0]).any() and np.isfinite(theirs[2]).any()

@@ -32,3 +32,11 @@ def stored(values: Any, keep: jax.Array) -> Any:
         )
 
     return lax.cond(keep, lambda tree: tree, lost, values)
+
+
+def always_true(value: jax.Array) -> jax.Array:
+    """A traced scalar ``True`` read from ``value``'s first element, which XLA cannot
+    fold to a constant: ``stored``'s ``keep`` for values that always matter."""
+    first = jnp.ravel(value)[0]
+    bits = lax.bitcast_convert_type(first, jnp.dtype(f"uint{8 * first.dtype.itemsize}"))
+    return (bits | 1) != 0
