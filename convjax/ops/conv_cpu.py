@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from convjax.ops.conv import stencil_conv
 from convjax.ops.fusion import always_true, stored
 
 _NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
@@ -116,25 +117,9 @@ def _window_exceeds_image(x_shape, w_shape, spec: ConvSpec) -> bool:
 
 
 def _stencil(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The convolution of one input channel as a sum over taps of shifted, scaled
-    images, fused by XLA into one loop (XLA:CPU's convolution is ~7x slower there)."""
-    (lo_h, hi_h), (lo_w, hi_w) = spec.pads
-    padded = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
-    out_h, out_w = output_size(x.shape, w.shape, spec)
-    (s_h, s_w), (d_h, d_w) = spec.strides, spec.dilation
-    total = None
-    for i in range(w.shape[0]):
-        for j in range(w.shape[1]):
-            start = (0, i * d_h, j * d_w, 0)
-            limit = (
-                x.shape[0],
-                start[1] + (out_h - 1) * s_h + 1,
-                start[2] + (out_w - 1) * s_w + 1,
-                1,
-            )
-            term = lax.slice(padded, start, limit, (1, s_h, s_w, 1)) * w[i, j, 0]
-            total = term if total is None else total + term
-    # Stored, the sum is not recomputed inside each consumer (a pooling layer's views).
+    """:func:`convjax.ops.conv.stencil_conv` behind a fusion boundary: stored, the sum is
+    not recomputed inside each consumer (a pooling layer's window views)."""
+    total = stencil_conv(x, w, spec.strides, spec.pads, spec.precision, spec.dilation)
     return stored(total, always_true(w))
 
 
@@ -203,10 +188,11 @@ def _weight_grad(x: jax.Array, w: jax.Array, dy: jax.Array, spec: ConvSpec) -> j
     if _is_pointwise(w.shape, spec):
         # XLA copies the first operand of the product transposed ([C, pixels]): make
         # that the narrower of x and dy.
+        pixels = _subsample(x, spec)
         if c_out < c_group:
-            dw = jnp.einsum("bhwo,bhwc->oc", dy, _subsample(x, spec), precision=spec.precision).T
+            dw = jnp.einsum("bhwo,bhwc->oc", dy, pixels, precision=spec.precision).T
         else:
-            dw = jnp.einsum("bhwc,bhwo->co", _subsample(x, spec), dy, precision=spec.precision)
+            dw = jnp.einsum("bhwc,bhwo->co", pixels, dy, precision=spec.precision)
         return dw.reshape(w.shape).astype(x.dtype)
     strided_or_one_channel = x.shape[-1] == 1 or spec.strides != (1, 1)
     if c_out // spec.groups <= _SMALL or not strided_or_one_channel or not spec.ynn:
