@@ -43,8 +43,7 @@ def _statistics(x: jax.Array, axis_name: str | None) -> tuple[jax.Array, jax.Arr
 
 
 def _normalize(x, mean, var, scale, bias, epsilon):
-    multiplier = lax.rsqrt(var + epsilon) * scale
-    return (x - mean) * multiplier + bias, multiplier
+    return (x - mean) * (lax.rsqrt(var + epsilon) * scale) + bias
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -62,14 +61,12 @@ def batch_norm_train(
     the dtype of ``x`` promoted with ``scale`` (as Flax's), the biased batch variance
     ``var`` for the running averages.
     """
-    mean, var, _ = _statistics(x, axis_name)
-    y, _ = _normalize(x, mean, var, scale, bias, epsilon)
-    return y, mean, var
+    return _forward(x, scale, bias, epsilon, axis_name)[0]
 
 
 def _forward(x, scale, bias, epsilon, axis_name):
     mean, var, raw_var = _statistics(x, axis_name)
-    y, _ = _normalize(x, mean, var, scale, bias, epsilon)
+    y = _normalize(x, mean, var, scale, bias, epsilon)
     return (y, mean, var), (x, mean, raw_var, scale)
 
 
@@ -80,8 +77,7 @@ def _backward(epsilon, axis_name, residuals, cotangents):
     count = x.size // x.shape[-1]
     dy32 = dy.astype(mean.dtype)
     centred = x.astype(mean.dtype) - mean
-    sums = jnp.stack([dy32.sum(axes), (dy32 * centred).sum(axes)])
-    sum_dy, sum_dy_centred = sums[0], sums[1]
+    sum_dy, sum_dy_centred = dy32.sum(axes), (dy32 * centred).sum(axes)
     inv_std = lax.rsqrt(jnp.maximum(0.0, raw_var) + epsilon)
     multiplier = inv_std * scale
     dbias, dscale = sum_dy, sum_dy_centred * inv_std
