@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import statistics
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -38,6 +36,7 @@ from convjax.models import get_model  # noqa: E402
 from convjax.models.layers import Conv, conv_function, resolve_conv_impl  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import median_ms  # noqa: E402
 from vs_pytorch import MODELS  # noqa: E402
 
 # (input [B, H, W, C], kernel (f_h, f_w), C_out, strides, padding, groups)
@@ -79,16 +78,6 @@ def conv_layers(model_name: str, batch: int) -> tuple[collections.Counter, Layer
     return collections.Counter(layers), layers[0]
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def time_convjax(layer: Layer, repeats: int) -> dict[str, float]:
     x_shape, kernel, c_out, strides, pads, groups = layer
     conv = conv_function(resolve_conv_impl("auto"))
@@ -106,9 +95,9 @@ def time_convjax(layer: Layer, repeats: int) -> dict[str, float]:
     dx = jax.jit(lambda x, w, dy: jax.vjp(lambda v: forward(v, w), x)[1](dy)[0])
     dw = jax.jit(lambda x, w, dy: jax.vjp(lambda k: forward(x, k), w)[1](dy)[0])
     return {
-        "fwd": median_ms(lambda: fwd(x, w).block_until_ready(), repeats),
-        "dx": median_ms(lambda: dx(x, w, dy).block_until_ready(), repeats),
-        "dw": median_ms(lambda: dw(x, w, dy).block_until_ready(), repeats),
+        "fwd": median_ms(lambda: fwd(x, w), repeats, warmup=1),
+        "dx": median_ms(lambda: dx(x, w, dy), repeats, warmup=1),
+        "dw": median_ms(lambda: dw(x, w, dy), repeats, warmup=1),
     }
 
 
@@ -140,9 +129,10 @@ def time_torch(layer: Layer, repeats: int) -> dict[str, float]:
             "fwd": median_ms(
                 lambda: torch.nn.functional.conv2d(x, w, None, strides, padding, 1, groups),
                 repeats,
+                warmup=1,
             ),
-            "dx": median_ms(lambda: backward([True, False, False]), repeats),
-            "dw": median_ms(lambda: backward([False, True, False]), repeats),
+            "dx": median_ms(lambda: backward([True, False, False]), repeats, warmup=1),
+            "dw": median_ms(lambda: backward([False, True, False]), repeats, warmup=1),
         }
 
 

@@ -12,6 +12,7 @@ import time
 import jax
 import numpy as np
 import skimage.data
+from timing import median_ms
 
 from convjax.ops import (
     conv2d,
@@ -21,15 +22,6 @@ from convjax.ops import (
     max_pool,
     max_pool_reference,
 )
-
-
-def median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 
@@ -43,15 +42,6 @@ def make_boxes(kind: str, n: int, seed: int = 0):
     return boxes, rng.random(n).astype(np.float32)
 
 
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def main() -> None:
     args = _parse()
     if args.threads:
@@ -61,6 +51,7 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from timing import median_ms
 
     from convjax.ops.nms import nms
 
@@ -89,7 +80,7 @@ def main() -> None:
         start = time.perf_counter()
         result = jax.block_until_ready(nms(boxes, scores, args.iou))
         compile_s = time.perf_counter() - start
-        ours_ms = _median_ms(
+        ours_ms = median_ms(
             lambda b=boxes, s=scores: jax.block_until_ready(nms(b, s, args.iou)), args.repeats
         )
         kept = np.asarray(result.indices[: int(result.count)])
@@ -97,7 +88,7 @@ def main() -> None:
         if torchvision is not None:
             tb, ts = torch.from_numpy(boxes_np), torch.from_numpy(scores_np)
             reference = torchvision.ops.nms(tb, ts, args.iou).numpy()
-            tv_ms = _median_ms(lambda b=tb, s=ts: torchvision.ops.nms(b, s, args.iou), args.repeats)
+            tv_ms = median_ms(lambda b=tb, s=ts: torchvision.ops.nms(b, s, args.iou), args.repeats)
             same = str(np.array_equal(reference, kept))
         print(
             f"{kind:<10} {len(kept):>6} {ours_ms:>11.2f} {compile_s:>10.2f} {tv_ms:>15.2f} "
