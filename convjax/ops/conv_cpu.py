@@ -20,7 +20,8 @@ computes, measured per layer shape on this project's CPUs:
   multiply and input gradient by col2im (XLA's convolution is 50-90x slower there);
 - one input channel: forward as a sum of shifted, scaled images (a stencil XLA fuses
   into one loop; its convolution is ~7x slower there);
-- weight gradients read stored ``x`` and ``dy`` (:func:`convjax.ops.fusion.stored`);
+- weight gradients read ``x`` and ``dy`` behind fusion boundaries (an optimization
+  barrier, or :func:`convjax.ops.fusion.stored` for ``x`` before XLA's convolution);
 - everything else with XLA's own convolution.
 
 Every stride, explicit or ``'SAME'``/``'VALID'`` padding, kernel dilation and
