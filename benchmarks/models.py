@@ -15,14 +15,20 @@ Inputs are random: throughput does not depend on the pixels.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+from convjax.host_devices import conv_library_flags
 
-from convjax.models import get_model
+# The convolution library a training run uses on CPU hosts (XLA_FLAGS set by the user win).
+os.environ.setdefault("XLA_FLAGS", " ".join(conv_library_flags()))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from convjax.models import get_model  # noqa: E402
 
 # name -> (registry name, input [H, W, C], classes, CPU batch)
 MODELS = {
@@ -77,11 +83,14 @@ def benchmark(name: str, batch: int, steps: int, dtype) -> dict[str, float]:
     compile_s = time.perf_counter() - start
 
     state = compiled(params, model_state, opt_state, x, y, rng)  # warm-up
+    # Made before the clock starts: the first fold_in compiles, which took longer than
+    # a whole LeNet-5 step.
+    step_rngs = jax.block_until_ready([jax.random.fold_in(rng, i) for i in range(steps)])
     jax.block_until_ready(state)
     start = time.perf_counter()
-    for i in range(steps):
+    for step_rng in step_rngs:
         params, model_state, opt_state, loss = state[:4]
-        state = compiled(params, model_state, opt_state, x, y, jax.random.fold_in(rng, i))
+        state = compiled(params, model_state, opt_state, x, y, step_rng)
     jax.block_until_ready(state)
     step_s = (time.perf_counter() - start) / steps
     if not np.isfinite(float(state[3])):
