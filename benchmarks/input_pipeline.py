@@ -3,13 +3,21 @@ r"""Images/s the input pipeline delivers, to compare with what train steps consu
   python benchmarks/input_pipeline.py                 # digits (LeNet-5 config) + CIFAR-sized
   python benchmarks/input_pipeline.py --batches=300 --batch=128
 
-Cases:
-- the LeNet-5 digits config's dataset (configs/lenet5_digits.py, 32x32x1);
-- a CIFAR-sized set (32x32x3): tfds ``cifar10`` if it is already prepared in the tfds
-  data directory, else ``cifar_like`` built here in a temporary directory (50,000 real
-  32x32 patches cut from scikit-image's photographs, PNG-encoded like cifar10), with
-  no augmentation, the standard CIFAR augmentation (mirror + padded crop) and a heavy
-  list; cached in memory (the default for a set this size) and decoded every epoch.
+    python benchmarks/input_pipeline.py --cases=jpeg    # the ImageNet-shaped case only
+
+Cases (``--cases``, default all):
+- ``digits``: the LeNet-5 digits config's dataset (configs/lenet5_digits.py, 32x32x1);
+- ``cifar``: a CIFAR-sized set (32x32x3): tfds ``cifar10`` if it is already prepared in
+  the tfds data directory, else ``cifar_like`` built here in a temporary directory
+  (50,000 real 32x32 patches cut from scikit-image's photographs, PNG-encoded like
+  cifar10), with no augmentation, the standard CIFAR augmentation (mirror + padded
+  crop) and a heavy list; cached in memory (the default for a set this size) and
+  decoded every epoch;
+- ``jpeg``: ImageNet-shaped JPEG files (``jpeg_like``: 2,560 photographs 300-500 px a
+  side, cut from scikit-image's and resized, JPEG-encoded) through the ImageNet
+  configs' dataset section (``convjax.data.config.imagenet_dataset``): decode, resize
+  to 224x224, then Inception's random-resized crop and a mirror, decoded every epoch
+  as ImageNet is; and the same without the augmentation.
 
 Prints one line per case: steady images/s (the median of 5 windows of the timed
 batches, after one whole epoch of warm-up, in which a cached pipeline fills its
@@ -29,13 +37,17 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from convjax.quiet import quiet_logging, quiet_startup  # noqa: E402
+
+quiet_startup()  # the environment a training run has, before TensorFlow is imported
 
 import numpy as np  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from configs import lenet5_digits  # noqa: E402
 from convjax import data  # noqa: E402
+from convjax.data.builders import build_offline  # noqa: E402
+from convjax.data.config import imagenet_dataset  # noqa: E402
 from convjax.data.skimage_sets import skimage_image_rgb  # noqa: E402
 
 CIFAR_AUGMENT = "mirror, random_crop(pad=4)"
@@ -44,6 +56,7 @@ HEAVY_AUGMENT = (
     "pca_lighting(0.1), brightness(0.2), contrast, saturation"
 )
 WINDOWS = 5
+CASES = ("digits", "cifar", "jpeg")
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 
 
@@ -81,6 +94,48 @@ class CifarLike(tfds.core.GeneratorBasedBuilder):
         raise NotImplementedError
 
 
+class JpegLike(tfds.core.GeneratorBasedBuilder):
+    """2,560 train / 256 validation JPEG photographs 300-500 px a side (ImageNet's
+    files average about 400x350), each a random crop of a scikit-image photograph
+    resized to a random size; 1,000 labels."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                    "label": tfds.features.ClassLabel(num_classes=1000),
+                }
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {"train": self._generate(2_560, 0), "validation": self._generate(256, 1)}
+
+    def _generate(self, count, seed):
+        from PIL import Image
+
+        rng = np.random.default_rng(seed)
+        sources = [skimage_image_rgb(name) for name in self.SOURCES]
+        for i in range(count):
+            source = sources[i % len(sources)]
+            crop_h, crop_w = (int(rng.integers(n // 2, n + 1)) for n in source.shape[:2])
+            top = int(rng.integers(0, source.shape[0] - crop_h + 1))
+            left = int(rng.integers(0, source.shape[1] - crop_w + 1))
+            crop = Image.fromarray(source[top : top + crop_h, left : left + crop_w])
+            height, width = (int(v) for v in rng.integers(300, 501, size=2))
+            image = np.asarray(crop.resize((width, height), Image.BILINEAR))
+            yield i, {"image": image, "label": int(rng.integers(1000))}
+
+    def _generate_examples(self):
+        raise NotImplementedError
+
+
 def images_per_second(dataset, batch, batches):
     """(steady images/s, seconds to the first batch, images/s over the first epoch)."""
     begin = time.perf_counter()
@@ -103,6 +158,13 @@ def images_per_second(dataset, batch, batches):
     return statistics.median(rates), first, first_epoch
 
 
+def build_here(config):
+    """Builds a dataset this script defines, unless prepared (one line of output)."""
+    builder = tfds.builder(config.name, data_dir=config.data_dir)
+    if not builder.is_prepared():
+        build_offline(builder, tfds.download.DownloadConfig())
+
+
 def cifar_sized_config(data_dir):
     config = data.default_dataset_config()
     config.update(mean=CIFAR_MEAN, std=CIFAR_STD, eval_split="test")
@@ -113,38 +175,72 @@ def cifar_sized_config(data_dir):
     except Exception:  # noqa: BLE001 -- no tfds data directory, or no cifar10 there.
         pass
     config.update(name="cifar_like", data_dir=data_dir)
-    print("cifar10 is not prepared here: building cifar_like (50,000 real 32x32 patches)...")
-    begin = time.perf_counter()
-    data.get_builder(config)
-    print(f"  built in {time.perf_counter() - begin:.1f} s")
+    print("cifar10 is not prepared here: cifar_like (50,000 real 32x32 patches) instead.")
+    build_here(config)
     return config
+
+
+def jpeg_config(data_dir):
+    """The ImageNet configs' dataset section, reading ``jpeg_like`` (built in data_dir)."""
+    config = imagenet_dataset()
+    config.update(name="jpeg_like", data_dir=data_dir, cache=False)
+    build_here(config)
+    return config
+
+
+def cifar_rows(data_dir, batch, batches):
+    cifar = cifar_sized_config(data_dir)
+    rows = []
+    for cache in (True, False):
+        for label, spec in (
+            ("no augmentation", ""),
+            ("mirror+crop", CIFAR_AUGMENT),
+            ("heavy", HEAVY_AUGMENT),
+        ):
+            case = cifar.copy_and_resolve_references()
+            case.update(cache=cache, augment=spec)
+            name = f"{cifar.name} 32x32x3, {label}, {'cached' if cache else 'decoded'}"
+            rows.append((name, *images_per_second(case, batch, batches)))
+    return rows
+
+
+def jpeg_rows(data_dir, batch, batches):
+    jpeg = jpeg_config(data_dir)
+    rows = []
+    for label, spec in (("random-resized crop + mirror", jpeg.augment), ("no augmentation", "")):
+        case = jpeg.copy_and_resolve_references()
+        case.augment = spec
+        name = f"jpeg_like -> 224x224x3, {label}, decoded"
+        rows.append((name, *images_per_second(case, batch, batches)))
+    return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--cases", default=",".join(CASES), help=f"any of {', '.join(CASES)}")
     parser.add_argument(
-        "--data_dir", default=None, help="where to keep cifar_like (default: a temporary dir)"
+        "--data_dir",
+        default=None,
+        help="where to keep cifar_like and jpeg_like (default: a temporary dir)",
     )
     args = parser.parse_args()
+    quiet_logging()
+    cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown or not cases:
+        parser.error(f"--cases: unknown {unknown}; choose from {', '.join(CASES)}")
     rows = []
-    digits = lenet5_digits.get_config().dataset
-    rows.append(
-        ("digits 32x32x1 (LeNet-5 config)", *images_per_second(digits, args.batch, args.batches))
-    )
+    if "digits" in cases:
+        digits = lenet5_digits.get_config().dataset
+        name = "digits 32x32x1 (LeNet-5 config)"
+        rows.append((name, *images_per_second(digits, args.batch, args.batches)))
     with tempfile.TemporaryDirectory() as tmp_dir:
-        cifar = cifar_sized_config(args.data_dir or tmp_dir)
-        for cache in (True, False):
-            for label, spec in (
-                ("no augmentation", ""),
-                ("mirror+crop", CIFAR_AUGMENT),
-                ("heavy", HEAVY_AUGMENT),
-            ):
-                case = cifar.copy_and_resolve_references()
-                case.update(cache=cache, augment=spec)
-                name = f"{cifar.name} 32x32x3, {label}, {'cached' if cache else 'decoded'}"
-                rows.append((name, *images_per_second(case, args.batch, args.batches)))
+        if "cifar" in cases:
+            rows += cifar_rows(args.data_dir or tmp_dir, args.batch, args.batches)
+        if "jpeg" in cases:
+            rows += jpeg_rows(args.data_dir or tmp_dir, args.batch, args.batches)
     print(
         f"\nbatch {args.batch}, {args.batches} timed batches (median of {WINDOWS} windows), "
         f"{os.cpu_count()} CPU cores"
@@ -152,7 +248,8 @@ def main():
     print(f"{'pipeline':<58} {'images/s':>10} {'first epoch':>12} {'first batch (s)':>16}")
     for name, rate, first, first_epoch in rows:
         print(f"{name:<58} {rate:>10,.0f} {first_epoch:>12,.0f} {first:>16.2f}")
-    print(f"heavy augmentation: {HEAVY_AUGMENT}")
+    if "cifar" in cases:
+        print(f"heavy augmentation: {HEAVY_AUGMENT}")
 
 
 if __name__ == "__main__":
