@@ -60,80 +60,78 @@ CASES = ("digits", "cifar", "jpeg")
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 
 
-class CifarLike(tfds.core.GeneratorBasedBuilder):
-    """50,000 train / 10,000 test 32x32x3 patches of scikit-image photographs, 10 labels."""
+class PhotoCrops(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Examples cut from scikit-image's photographs (``example``), random labels."""
 
     VERSION = tfds.core.Version("1.0.0")
     SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")
+    IMAGE = tfds.features.Image()
+    NUM_CLASSES = 10
+    SPLITS = {"train": 0}  # split -> example count
+
+    def example(self, source, rng):
+        """One uint8 [H, W, 3] image from ``source`` [H_s, W_s, 3]."""
+        raise NotImplementedError
 
     def _info(self):
         return tfds.core.DatasetInfo(
             builder=self,
             features=tfds.features.FeaturesDict(
                 {
-                    "image": tfds.features.Image(shape=(32, 32, 3)),
-                    "label": tfds.features.ClassLabel(num_classes=10),
+                    "image": self.IMAGE,
+                    "label": tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
                 }
             ),
         )
 
     def _split_generators(self, dl_manager):
         del dl_manager
-        return {"train": self._generate(50_000, 0), "test": self._generate(10_000, 1)}
+        return {
+            split: self._generate(count, seed)
+            for seed, (split, count) in enumerate(self.SPLITS.items())
+        }
 
     def _generate(self, count, seed):
         rng = np.random.default_rng(seed)
         sources = [skimage_image_rgb(name) for name in self.SOURCES]
         for i in range(count):
-            image = sources[i % len(sources)]
-            y = rng.integers(0, image.shape[0] - 32)
-            x = rng.integers(0, image.shape[1] - 32)
-            yield i, {"image": image[y : y + 32, x : x + 32], "label": int(rng.integers(10))}
+            image = self.example(sources[i % len(sources)], rng)
+            yield i, {"image": image, "label": int(rng.integers(self.NUM_CLASSES))}
 
     def _generate_examples(self):
         raise NotImplementedError
 
 
-class JpegLike(tfds.core.GeneratorBasedBuilder):
+class CifarLike(PhotoCrops):
+    """50,000 train / 10,000 test 32x32x3 patches of scikit-image photographs, 10 labels."""
+
+    IMAGE = tfds.features.Image(shape=(32, 32, 3))
+    SPLITS = {"train": 50_000, "test": 10_000}
+
+    def example(self, source, rng):
+        y = rng.integers(0, source.shape[0] - 32)
+        x = rng.integers(0, source.shape[1] - 32)
+        return source[y : y + 32, x : x + 32]
+
+
+class JpegLike(PhotoCrops):
     """2,560 train / 256 validation JPEG photographs 300-500 px a side (ImageNet's
     files average about 400x350), each a random crop of a scikit-image photograph
     resized to a random size; 1,000 labels."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")
+    IMAGE = tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg")
+    NUM_CLASSES = 1000
+    SPLITS = {"train": 2_560, "validation": 256}
 
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                    "label": tfds.features.ClassLabel(num_classes=1000),
-                }
-            ),
-        )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager
-        return {"train": self._generate(2_560, 0), "validation": self._generate(256, 1)}
-
-    def _generate(self, count, seed):
+    def example(self, source, rng):
         from PIL import Image
 
-        rng = np.random.default_rng(seed)
-        sources = [skimage_image_rgb(name) for name in self.SOURCES]
-        for i in range(count):
-            source = sources[i % len(sources)]
-            crop_h, crop_w = (int(rng.integers(n // 2, n + 1)) for n in source.shape[:2])
-            top = int(rng.integers(0, source.shape[0] - crop_h + 1))
-            left = int(rng.integers(0, source.shape[1] - crop_w + 1))
-            crop = Image.fromarray(source[top : top + crop_h, left : left + crop_w])
-            height, width = (int(v) for v in rng.integers(300, 501, size=2))
-            image = np.asarray(crop.resize((width, height), Image.BILINEAR))
-            yield i, {"image": image, "label": int(rng.integers(1000))}
-
-    def _generate_examples(self):
-        raise NotImplementedError
+        crop_h, crop_w = (int(rng.integers(n // 2, n + 1)) for n in source.shape[:2])
+        top = int(rng.integers(0, source.shape[0] - crop_h + 1))
+        left = int(rng.integers(0, source.shape[1] - crop_w + 1))
+        crop = Image.fromarray(source[top : top + crop_h, left : left + crop_w])
+        height, width = (int(v) for v in rng.integers(300, 501, size=2))
+        return np.asarray(crop.resize((width, height), Image.BILINEAR))
 
 
 def images_per_second(dataset, batch, batches):
