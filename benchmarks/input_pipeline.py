@@ -1,6 +1,6 @@
 r"""Images/s the input pipeline delivers, to compare with what train steps consume.
 
-  python benchmarks/input_pipeline.py                 # digits (LeNet-5 config) + CIFAR-sized
+  python benchmarks/input_pipeline.py                 # every case: digits, CIFAR-sized, JPEG
   python benchmarks/input_pipeline.py --batches=300 --batch=128
 
     python benchmarks/input_pipeline.py --cases=jpeg    # the ImageNet-shaped case only
