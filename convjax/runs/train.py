@@ -10,7 +10,8 @@ Config fields it reads (see ``configs/lenet5_digits.py`` for a complete example)
 ``model``, ``model_kwargs``, ``dataset``, ``task``, ``task_kwargs``, ``optimizer``,
 ``batch_size`` (global), ``eval_batch_size``, ``num_train_steps``,
 ``log_every_steps``, ``eval_every_steps``, ``checkpoint_every_steps``,
-``keep_checkpoints``, ``seed``, ``parallel``, ``dtype``, ``conv_impl``.
+``keep_checkpoints``, ``seed``, ``parallel``, ``dtype``, ``conv_impl``, and ``evals``
+(the named evaluators run on their cadence, :mod:`convjax.evals`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ import ml_collections
 from absl import logging
 
 from convjax.data import pipeline
+from convjax.evals import EvalContext, EvalResult, EvalState, Evaluator, build_evaluators
 from convjax.models.checks import check_image_batch
 from convjax.runs import lock
 from convjax.runs import workdir as workdir_lib
 from convjax.runs.metrics import MetricLogger
 from convjax.tasks import Task, get_task
+from convjax.tasks.base import checked_labels
 from convjax.train import loop
 from convjax.train.checkpointing import Checkpointer
 from convjax.train.guard import DEFAULT_MAX_LOSS_FACTOR, DivergenceGuard, check_state_finite
@@ -61,6 +64,13 @@ class _Setup:
     image_shape: tuple[int, int, int]
     eval_batch_size: int
     num_steps: int
+    num_classes: int | None  # the model's outputs, where the config says (model_kwargs)
+
+    def eval_context(self, config: ml_collections.ConfigDict, **kwargs: Any) -> EvalContext:
+        """What the run's evaluators share (``kwargs``: e.g. ``timed_first_call``)."""
+        return EvalContext(
+            config, build_model(config), self.task, self.strategy, self.eval_batch_size, **kwargs
+        )
 
 
 def _check_num_steps(config: ml_collections.ConfigDict) -> int:
@@ -80,8 +90,35 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
     strategy.check_batch_size(eval_batch_size)
     task = get_task(config.task, **config_kwargs(config.get("task_kwargs")))
     model = build_model(config, strategy.axis_name)
-    image_shape = pipeline.dataset_metadata(config.dataset).image_shape
-    return _Setup(strategy, task, model, image_shape, eval_batch_size, num_steps)
+    metadata = pipeline.dataset_metadata(config.dataset)
+    num_classes = check_num_classes(config, metadata.num_classes)
+    setup = _Setup(
+        strategy, task, model, metadata.image_shape, eval_batch_size, num_steps, num_classes
+    )
+    build_evaluators(setup.eval_context(config))  # their specs and options are checked here
+    return setup
+
+
+def check_num_classes(config: ml_collections.ConfigDict, dataset_classes: int | None) -> int | None:
+    """The model's class count (``model_kwargs.num_classes``; None where it has none),
+    checked against the dataset's: fewer outputs than classes is refused in one line
+    (labels at or above it would train as all-zero targets); more is allowed with a note."""
+    model_classes = (config.get("model_kwargs") or {}).get("num_classes")
+    if model_classes is None or dataset_classes is None:
+        return model_classes
+    if model_classes < dataset_classes:
+        raise ValueError(
+            f"model_kwargs.num_classes is {model_classes} but dataset {config.dataset.name!r} "
+            f"has {dataset_classes} classes; set "
+            f"--config.model_kwargs.num_classes={dataset_classes}"
+        )
+    if model_classes > dataset_classes:
+        _say(
+            f"note: the model has {model_classes} outputs for the {dataset_classes} classes of "
+            f"{config.dataset.name!r}; outputs {dataset_classes}..{model_classes - 1} "
+            "are never a target"
+        )
+    return model_classes
 
 
 def _say(message: str) -> None:
@@ -116,8 +153,15 @@ def _train_batches(
     setup: _Setup, config: ml_collections.ConfigDict, start_step: int
 ) -> Iterator[PyTree]:
     """The task's host batches from ``start_step`` on, checked, then placed on devices."""
-    host_batches = setup.task.train_iterator(
-        config.dataset, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step
+    host_batches = checked_labels(
+        setup.task.train_iterator(
+            config.dataset,
+            global_batch_size=config.batch_size,
+            seed=config.seed,
+            start_step=start_step,
+        ),
+        setup.task,
+        setup.num_classes,
     )
     first = next(host_batches)
     check_image_batch(
@@ -153,14 +197,13 @@ class _Callbacks:
         # A resume with a changed config: config.json is replaced (the old one kept as
         # config.<record_config_at>.json) once this run saves its first checkpoint.
         self.record_config_at = record_config_at
-        self.progress = loop.Progress(
-            start_step, setup.num_steps, eval_every=config.get("eval_every_steps") or 0
+        self.progress = loop.Progress(start_step, setup.num_steps, eval_every=0)
+        self.evaluators = build_evaluators(
+            setup.eval_context(config, timed_first_call=self.progress.timed_first_call)
         )
-        self.eval_step = self.progress.timed_first_call(
-            setup.strategy.compile_eval_step(setup.task.eval_fn(setup.model)), "eval"
-        )
+        self.progress.expect_evals([e.every_steps for e in self.evaluators])
         self.last_checkpoint = checkpointer.latest_step()
-        self.eval_metrics: dict[str, float] = {}
+        self.results: dict[str, EvalResult] = {}  # each evaluator's latest
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         self.guard.check(self.last_checkpoint)  # every step's loss since the last check
@@ -171,23 +214,26 @@ class _Callbacks:
         shown = {k: scalars[k] for k in ("loss", "accuracy") if k in scalars}
         _say(self.progress.line(step, shown))
 
-    def run_eval(self, state: PyTree) -> dict[str, float]:
-        batches = pipeline.create_eval_iterator(
-            self.config.dataset, global_batch_size=self.setup.eval_batch_size
-        )
-        self.eval_metrics = loop.evaluate(self.setup.strategy, self.eval_step, state, batches)
-        return self.eval_metrics
+    def run_evals(self, state: PyTree, evaluators: list[Evaluator]) -> dict[str, EvalResult]:
+        """``evaluators`` on the placed ``state`` (one round: they share their work)."""
+        round_state = EvalState(self.setup.strategy, placed=state)
+        for evaluator in evaluators:
+            self.results[evaluator.name] = evaluator.evaluate(round_state)
+        return {e.name: self.results[e.name] for e in evaluators}
 
     def evaluate(self, step: int, state: PyTree) -> None:
+        """Runs the evaluators due at ``step``; logs and prints their figures."""
+        due = [e for e in self.evaluators if e.due(step, self.setup.num_steps)]
+        if not due:
+            return
         self.guard.check(self.last_checkpoint)
         with self.progress.evaluating(step):
-            self.run_eval(state)
-        # ``count`` is how many examples were evaluated, not a metric to plot.
-        metrics = {k: v for k, v in self.eval_metrics.items() if k != "count"}
-        self.logger.write(step, "eval", metrics)
-        line = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-        count = int(self.eval_metrics.get("count", 0))
-        _say(f"eval at step {step} on {count:,} examples: {line}")
+            results = self.run_evals(state, due)
+        for name, result in results.items():
+            # ``count`` is how many examples were evaluated, not a metric to plot.
+            metrics = {k: v for k, v in result.metrics.items() if k != "count"}
+            self.logger.write(step, name, metrics)
+            _say(eval_line(name, step, result.metrics))
 
     def checkpoint(self, step: int, state: PyTree) -> None:
         """Saves ``step`` once every loss up to it was checked and the state is finite."""
@@ -289,7 +335,7 @@ def _train(
             log_every=int(config.get("log_every_steps") or 100),
             on_log=callbacks.log,
             every=(
-                loop.Every(config.get("eval_every_steps") or 0, callbacks.evaluate),
+                loop.Every(1, callbacks.evaluate),  # each evaluator on its own cadence
                 loop.Every(config.get("checkpoint_every_steps") or 0, callbacks.checkpoint),
             ),
             stop=signals.should_stop,
@@ -299,13 +345,30 @@ def _train(
             checkpointer.wait()  # on disk before the process goes
             raise _interruption(signals.agreed_signum, guard.step, workdir, saved=True)
         if start_step >= setup.num_steps:  # A finished run: evaluate only.
-            callbacks.run_eval(device_state)
+            callbacks.run_evals(device_state, callbacks.evaluators)
     finally:
         checkpointer.close()
         logger.close()
     if is_chief:
-        write_results(workdir, max(start_step, setup.num_steps), callbacks.eval_metrics)
-    return callbacks.eval_metrics
+        write_results(workdir, max(start_step, setup.num_steps), callbacks.results)
+    return flat_metrics(callbacks.results)
+
+
+def eval_line(name: str, step: int, metrics: dict[str, float]) -> str:
+    """``eval at step 400 on 359 examples: loss=0.2521 accuracy=0.9833``."""
+    count = f" on {int(metrics['count']):,} examples" if "count" in metrics else ""
+    line = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "count")
+    return f"{name} at step {step}{count}: {line}"
+
+
+def flat_metrics(results: dict[str, EvalResult]) -> dict[str, float]:
+    """Every evaluator's headline figures in one dict: ``<evaluator>/<figure>``, except
+    those of the evaluator named ``eval``, which keep their plain names."""
+    flat: dict[str, float] = {}
+    for name, result in results.items():
+        prefix = "" if name == "eval" else f"{name}/"
+        flat |= {f"{prefix}{k}": v for k, v in result.metrics.items()}
+    return flat
 
 
 def _config_record(config: ml_collections.ConfigDict, workdir: str, start_step: int) -> int | None:
@@ -348,11 +411,16 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_results(workdir: str, step: int, eval_metrics: dict[str, float]) -> str:
-    """``results.json``: the step the workdir is at and the final eval metrics (strict
-    JSON: a NaN or infinite metric is written as null)."""
+def write_results(
+    workdir: str, step: int, results: dict[str, EvalResult | dict[str, float]]
+) -> str:
+    """``results.json``: the step the workdir is at and, under each evaluator's name, its
+    final figures (breakdown included; strict JSON: a NaN or infinite figure is null)."""
+    record: dict[str, Any] = {"step": step}
+    for name, result in results.items():
+        record[name] = result.all_metrics if isinstance(result, EvalResult) else dict(result)
     path = os.path.join(workdir, workdir_lib.RESULTS_JSON)
     with open(path + ".tmp", "w") as f:
-        json.dump({"step": step, "eval": json_safe(eval_metrics)}, f, indent=2, allow_nan=False)
+        json.dump(json_safe(record), f, indent=2, allow_nan=False)
     os.replace(path + ".tmp", path)
     return path

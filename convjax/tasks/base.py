@@ -14,7 +14,8 @@ A task turns a model into two pure functions:
 transfer); ``model_state`` holds the non-trainable collections (``batch_stats``).
 
 Every task subclasses :class:`Task`; its optional hooks (``init_variables``,
-``make_optimizer``, ``train_iterator``, ``check_train_metrics``) have defaults.
+``make_optimizer``, ``train_iterator``, ``check_labels``, ``check_train_metrics``) have
+defaults.
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ import optax
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
+
+
+def check_label_range(labels: np.ndarray, num_classes: int, what: str) -> None:
+    """Raises a one-line ``ValueError`` naming the bad values when ``labels`` (host ints,
+    padding already left out) are outside ``[0, num_classes)``."""
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = np.unique(labels[(labels < 0) | (labels >= num_classes)])
+        raise ValueError(
+            f"{what} {bad[:8].tolist()} outside [0, {num_classes}) (the model's "
+            f"num_classes); check model_kwargs.num_classes and the dataset's labels"
+        )
 Metrics = dict[str, jax.Array]
 LossFn = Callable[[PyTree, PyTree, Batch, jax.Array], tuple[jax.Array, tuple[Metrics, PyTree]]]
 EvalFn = Callable[[PyTree, PyTree, Batch], Metrics]
@@ -94,12 +107,32 @@ class Task(abc.ABC):
             dataset_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step
         )
 
+    def check_labels(self, batch: Mapping[str, np.ndarray], num_classes: int) -> None:
+        """Refuses a host batch whose class labels fall outside ``[0, num_classes)`` (a
+        one-hot target of such a label is all zeros: it would train silently).
+
+        Default: nothing (a task without class labels). Runs on the host, on numpy.
+        """
+        del batch, num_classes
+
     def check_train_metrics(self, step: int, scalars: Mapping[str, float]) -> None:
         """Sees every logged set of train metrics (host floats) on the chief host.
 
         Default: nothing. Override to warn about task-specific failure modes.
         """
         del step, scalars
+
+
+def checked_labels(
+    batches: Iterator[Mapping[str, np.ndarray]], task: Task, num_classes: int | None
+) -> Iterator[Mapping[str, np.ndarray]]:
+    """``batches`` with every host batch's labels checked by ``task.check_labels``
+    against the model's ``num_classes`` (None: not checked). A min/max over a few ints on
+    the host before the batch is placed: no device round trip."""
+    for batch in batches:
+        if num_classes is not None:
+            task.check_labels(batch, num_classes)
+        yield batch
 
 
 def apply_model(

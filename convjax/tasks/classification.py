@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from convjax.models.taps import apply_with_taps
-from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model
+from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model, check_label_range
 from convjax.tasks.registry import register_task
 
 
@@ -39,6 +40,13 @@ class Classification(Task):
     topk: Sequence[int] = (5,)
     aux_outputs: Sequence[str] = ()
     aux_loss_weight: float = 0.3
+
+    def check_labels(self, batch, num_classes: int) -> None:
+        """``batch['label']`` [B] (where ``mask`` > 0) must be in ``[0, num_classes)``."""
+        labels = np.asarray(batch["label"])
+        if "mask" in batch:
+            labels = labels[np.asarray(batch["mask"]) > 0]
+        check_label_range(labels, num_classes, "labels")
 
     def _loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         """Per-example cross-entropy: logits [B, K], labels [B] -> [B]."""

@@ -26,7 +26,7 @@ from convjax.detection import yolo
 from convjax.detection.metrics import coco_evaluate, coco_summary, voc_evaluate
 from convjax.losses.yolo import yolo_v1_loss, yolo_v2_loss
 from convjax.ops.boxes import convert_boxes
-from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model
+from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model, check_label_range
 from convjax.tasks.registry import register_task
 
 # k-means (d = 1 - IoU, k = 3) anchors of the 14,989 boxes of shapes/scenes' train split:
@@ -59,6 +59,12 @@ class Detection(Task):
     @property
     def anchor_array(self) -> jax.Array | None:
         return jnp.asarray(self.anchors, jnp.float32) if self.version == "v2" else None
+
+    def check_labels(self, batch, num_classes: int) -> None:
+        """``batch['classes']`` [B, N] of the real boxes (``box_mask`` > 0) must be in
+        ``[0, num_classes)``."""
+        real = np.asarray(batch["box_mask"]) > 0
+        check_label_range(np.asarray(batch["classes"])[real], num_classes, "box classes")
 
     def _targets(self, batch: Batch, grid_size: int) -> yolo.Targets:
         boxes = convert_boxes(batch["boxes"], "yxyx", "xyxy")

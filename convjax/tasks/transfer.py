@@ -172,6 +172,10 @@ class TransferTask(Task):
             dataset_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step
         )
 
+    def check_labels(self, batch: Mapping[str, np.ndarray], num_classes: int) -> None:
+        """The base task's check."""
+        self.base.check_labels(batch, num_classes)
+
     def check_train_metrics(self, step: int, scalars: Mapping[str, float]) -> None:
         """The base task's checks."""
         self.base.check_train_metrics(step, scalars)

@@ -152,11 +152,18 @@ class Progress:
         self._steps_since = clock()  # replaced by the end of the first (compiling) call
         self._eval_seconds = 0.0  # evaluation time since _steps_since
         self._eval_costs: list[float] = []  # seconds per evaluation, compile excluded
-        due = Every(eval_every, lambda step, state: None).due  # the loop's eval cadence
-        self._evals_to_come = {
-            s for s in range(self.start_step + 1, self.total + 1) if due(s, self.total)
-        }
+        self.expect_evals([eval_every])
         self._compile_shown = False
+
+    def expect_evals(self, cadences: Sequence[int]) -> None:
+        """The steps with an evaluation to come: where any of ``cadences`` is due (as
+        :class:`Every` calls them: every ``c`` steps and after the last one)."""
+        dues = [Every(c, lambda step, state: None).due for c in cadences]
+        self._evals_to_come = {
+            s
+            for s in range(self.start_step + 1, self.total + 1)
+            if any(due(s, self.total) for due in dues)
+        }
 
     def timed_first_call(self, fn: Callable, what: str = "train") -> Callable:
         """``fn`` whose first call (trace + compile + dispatch) is timed as
