@@ -8,6 +8,8 @@
   checkpointed at the end, no warmup).
 - Optimizer sections (:func:`adam`, :func:`momentum`) and dataset sections
   (:func:`cifar10_dataset`, :func:`shapes_dataset`).
+- :func:`evals`: the evaluators a run declares (``config.evals``; ``eval``, the task's
+  own eval sums, in every training config).
 - Family bases: :func:`classification` (ImageNet, CIFAR and digits classifiers),
   :func:`imagenet_classification`, :func:`digits_smoke` and :func:`yolo`.
 
@@ -194,6 +196,14 @@ def momentum(
     return optimizer
 
 
+# -------------------------------------------------------------------- evaluators
+def evals(**named: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """``config.evals``: ``eval`` (type ``task``: the task's eval sums on
+    ``dataset.eval_split`` every ``eval_every_steps``: loss, accuracy, top-5 for a
+    classifier) and the ``named`` evaluators (see :mod:`convjax.evals`)."""
+    return ml_collections.ConfigDict({"eval": {"type": "task"}, **named})
+
+
 # ---------------------------------------------------------------------- datasets
 def _data_config() -> ModuleType:
     """``convjax.data.config``, imported on first use (``convjax.data`` loads TensorFlow)."""
@@ -247,6 +257,7 @@ def classification(
         {"label_smoothing": label_smoothing, "topk": (5,)}
     )
     config.optimizer = optimizer
+    config.evals = evals()
     return config
 
 
@@ -318,7 +329,8 @@ def yolo(
 ) -> ml_collections.ConfigDict:
     """The YOLOv2 family (yolo_shapes, yolo_voc, yolo_coco) without run fields: a
     Darknet-style backbone (``widths``, the first ``pools`` stages end in a max pool), the
-    ``detection`` task (lambda_coord 5, lambda_noobj 0.5, NMS at IoU 0.45)."""
+    ``detection`` task (lambda_coord 5, lambda_noobj 0.5, NMS at IoU 0.45), evaluated by
+    its loss terms (``eval``) and by VOC mAP@0.5 and COCO AP (``map``)."""
     config = ml_collections.ConfigDict()
     config.model = "yolo"
     config.model_kwargs = ml_collections.ConfigDict(
@@ -344,4 +356,5 @@ def yolo(
         }
     )
     config.optimizer = optimizer
+    config.evals = evals(map={"type": "detection"})
     return config

@@ -54,18 +54,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task_kwargs = ml_collections.ConfigDict(
         {"loss": "triplet", "mining": "semi_hard", "margin": 0.2, "images_per_identity": 4}
     )
-    # Threshold criterion, and the verification heads fitted on validation pairs of
-    # precomputed embeddings (reported on test pairs).
-    config.face_eval = ml_collections.ConfigDict(
-        {
-            "validation_split": "validation",
-            "test_split": "test",
-            "criterion": "accuracy",
-            "target_far": 1e-3,
-            "head_kinds": ("l1", "chi2"),
-            "head_steps": 300,
-        }
-    )
+    # The loop's in-batch check (eval), and on the 100 unseen test identities every 2,000
+    # steps: verification (AUC, EER, TAR@FAR, 10-fold) and one-shot identification, the
+    # threshold fitted on the 50 validation identities' pairs.
+    unseen = {"threshold_split": "validation", "criterion": "accuracy", "target_far": 1e-3}
+    config.evals = common.evals(
+        verification={"type": "verification", "split": "test", "every_steps": 2000,
+                      "options": unseen},
+        one_shot={"type": "one_shot", "split": "test", "every_steps": 2000, "options": unseen},
+    )  # fmt: skip
+    # The verification heads fitted on validation pairs of precomputed embeddings
+    # (reported on test pairs by experiments/faces.py evaluate).
+    config.face_eval = ml_collections.ConfigDict({"head_kinds": ("l1", "chi2"), "head_steps": 300})
     config.optimizer = common.adam(1e-3, warmup_steps=100)
     common.set_run(
         config, batch_size=64, eval_batch_size=100, num_train_steps=8000,
@@ -77,6 +77,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.dataset.name = "identities/faces_small"
         # P x K = 8 identities x 4 images.
         common.shrink(config, 10, batch_size=32, eval_batch_size=24, log_every_steps=5)
+        for name in ("verification", "one_shot"):
+            config.evals[name].every_steps = 0  # at the end
         config.face_eval.head_kinds = ("chi2",)
         config.face_eval.head_steps = 100
     return config

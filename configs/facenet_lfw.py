@@ -59,6 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 128  # 32 identities x 4 images
     config.num_train_steps = 20_000
     config.eval_every_steps = 5_000
+    for name in ("verification", "one_shot"):
+        config.evals[name].every_steps = 5_000
     config.checkpoint_every_steps = 2_000
     config.optimizer.learning_rate = 5e-4
     config.optimizer.warmup_steps = 500
@@ -75,6 +77,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
              "validation": (6, 8), "test": (8, 10)}
         )  # fmt: skip
         common.shrink(config, 5, batch_size=32, eval_batch_size=32, log_every_steps=5)
+        for name in ("verification", "one_shot"):
+            config.evals[name].every_steps = 0  # at the end
         config.face_eval.head_kinds = ("chi2",)
         config.face_eval.head_steps = 100
     return config

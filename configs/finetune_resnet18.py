@@ -66,6 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "weight_decay": 0.0,
         }
     )
+    config.evals = common.evals()
     common.set_run(
         config, batch_size=64, eval_batch_size=250, num_train_steps=2 * 9_469 // 64,
         log_every_steps=20, eval_every_steps=0, checkpoint_every_steps=100,  # eval at the end

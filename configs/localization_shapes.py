@@ -40,6 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task = "landmarks" if arg.landmarks else "localization"
     config.task_kwargs = ml_collections.ConfigDict({} if arg.landmarks else {"box_weight": 5.0})
     config.optimizer = common.adam(2e-3, warmup_steps=100, grad_clip_norm=10.0)
+    config.evals = common.evals()
     common.set_run(
         config, batch_size=32, eval_batch_size=100, num_train_steps=1500,
         log_every_steps=100, eval_every_steps=500, checkpoint_every_steps=500,

@@ -69,6 +69,34 @@ CHANGED = {
 CHANGED_EVERYWHERE = {"conv_impl": "auto"}
 
 
+# Every training config declares its evaluators (config.evals); the face configs' threshold
+# settings moved from face_eval into their evaluators' options.
+TASK_EVAL = {"eval": {"type": "task"}}
+UNSEEN = {"threshold_split": "validation", "criterion": "accuracy", "target_far": 1e-3}
+
+
+def face_evals(every_steps: int) -> dict:
+    spec = {"split": "test", "every_steps": every_steps, "options": UNSEEN}
+    return TASK_EVAL | {
+        "verification": {"type": "verification", **spec},
+        "one_shot": {"type": "one_shot", **spec},
+    }
+
+
+def expected_evals(key: str) -> dict | None:
+    name, arg = key.split(":")
+    smoke = "smoke" in arg
+    if name == "style_transfer":
+        return None
+    if name.startswith("yolo_"):
+        return TASK_EVAL | {"map": {"type": "detection"}}
+    if name == "facenet_identities":
+        return face_evals(0 if smoke else 2000)
+    if name == "facenet_lfw":
+        return face_evals(0 if smoke else 5000)
+    return TASK_EVAL
+
+
 def encode(value):
     """A config as JSON-able data that keeps tuples apart from lists."""
     if isinstance(value, ml_collections.ConfigDict | dict):
@@ -115,6 +143,13 @@ def test_every_variant_resolves_to_its_recorded_fields():
             for part in parents:
                 section = section["__dict__"][part]
             section["__dict__"][last] = encode(value)
+        evals = expected_evals(key)
+        if evals is not None:
+            want["__dict__"]["evals"] = encode(ml_collections.ConfigDict(evals))
+        if "face_eval" in want["__dict__"]:
+            face_eval = want["__dict__"]["face_eval"]["__dict__"]
+            for moved in ("validation_split", "test_split", "criterion", "target_far"):
+                del face_eval[moved]
         # JSON round trip: tuples inside the snapshot's lists come back as lists too.
         assert_same(json.loads(json.dumps(encode(config))), want, key)
 

@@ -115,17 +115,21 @@ def write_csv(workdir: str) -> str:
 
 
 def curves_figure(records: list[dict]) -> Figure | None:
-    """Loss first, then every other metric: train (lines) and eval (dots) against step."""
+    """Loss first, then every other metric against step: train as a line, each evaluator
+    (``eval``, ``map``, ``verification`` ...: the ``split`` column) as dots on a line;
+    a metric several of them log shares one panel."""
     names = sorted({k for r in records for k in r} - {"step", "split", "time"})
     if not names:
         return None
     names = ["loss"] + [n for n in names if n != "loss"] if "loss" in names else names
+    splits = list(dict.fromkeys(["train", "eval"] + [r["split"] for r in records]))
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig = Figure(figsize=(4.5 * cols, 3.2 * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
-        for split, style in (("train", "-"), ("eval", "o-")):
+        for split in splits:
+            style = "-" if split == "train" else "o-"
             points = [(r["step"], r[name]) for r in records if r["split"] == split and name in r]
             if points:
                 x, y = np.array(points).T

@@ -204,6 +204,13 @@ class _Callbacks:
         self.progress.expect_evals([e.every_steps for e in self.evaluators])
         self.last_checkpoint = checkpointer.latest_step()
         self.results: dict[str, EvalResult] = {}  # each evaluator's latest
+        # workdir_info.json at this run's first save: a run from scratch, a changed config,
+        # or a workdir from before the file existed.
+        self.write_info = (
+            start_step == 0
+            or record_config_at is not None
+            or not os.path.isfile(os.path.join(workdir, workdir_lib.WORKDIR_INFO_JSON))
+        )
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         self.guard.check(self.last_checkpoint)  # every step's loss since the last check
@@ -242,6 +249,11 @@ class _Callbacks:
         check_state_finite(items, step)
         self.checkpointer.save(step, items, force=True)
         self.last_checkpoint = step
+        if self.write_info and jax.process_index() == 0:  # next to config.json
+            workdir_lib.write_workdir_info(
+                self.workdir, self.config, self.setup.image_shape, items["params"]
+            )
+        self.write_info = False
         if self.record_config_at is not None and jax.process_index() == 0:
             kept = workdir_lib.record_config(self.config, self.workdir, step=self.record_config_at)
             kept = f"; the previous one is kept as {os.path.basename(kept)}" if kept else ""

@@ -1,9 +1,12 @@
 """The workdir: what a training run leaves behind, and how to get a model back from it.
 
 A workdir holds ``config.json`` (the config that produced its checkpoints),
+``workdir_info.json`` (what inference needs besides the weights: input shape and
+preprocessing, classes, dataset identity and split sizes, versions, parameter count),
 ``checkpoints/`` (orbax), the metrics files and ``results.json``. Every script that
 reads a workdir rebuilds the model from its ``config.json`` with :func:`restore`, so
-overrides given at training time never have to be repeated.
+overrides given at training time never have to be repeated, and none needs the
+training data on disk (only an evaluation on a dataset does).
 
 ``config.json`` is the config's JSON. JSON has one sequence type and untyped nulls,
 so when a config holds Python lists, or fields declared with another type than their
@@ -131,7 +134,8 @@ class Restored:
     """A trained run, back from its workdir.
 
     ``state``: the host TrainState (numpy arrays) of checkpoint ``step``; ``model`` and
-    ``task`` are built from ``config`` (BatchNorm not synchronised over devices).
+    ``task`` are built from ``config`` (BatchNorm not synchronised over devices);
+    ``image_shape`` and ``info`` come from ``workdir_info.json`` (no dataset needed).
     """
 
     config: ml_collections.ConfigDict
@@ -139,6 +143,24 @@ class Restored:
     task: Task
     state: TrainState
     step: int
+    image_shape: tuple[int, int, int] | None = None  # the model's input (H, W, C)
+    info: dict[str, Any] | None = None  # workdir_info.json; None for an older workdir
+
+    @property
+    def inference_dataset(self) -> ml_collections.ConfigDict:
+        """``config.dataset`` with ``image_size`` and ``channels`` set to the model's
+        input: what :func:`convjax.runs.inference.model_inputs` needs to preprocess image
+        files as the eval split, without the dataset on disk."""
+        dataset = ml_collections.ConfigDict(self.config.dataset.to_dict())
+        if self.image_shape is not None:
+            dataset.image_size = tuple(self.image_shape[:2])
+            dataset.channels = self.image_shape[2]
+        return dataset
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The class names the run recorded (``workdir_info.json``), if any."""
+        return ((self.info or {}).get("classes") or {}).get("names")
 
     @property
     def variables(self) -> dict[str, Any]:
@@ -295,7 +317,7 @@ def restore(
     config = load_config(workdir) if config is None else config
     task = get_task(config.task, **config_kwargs(config.get("task_kwargs")))
     model = build_model(config)
-    image_shape = pipeline.dataset_metadata(config.dataset).image_shape
+    image_shape = input_shape(workdir, config)  # not the dataset: it need not be on disk
     abstract = abstract_train_state(model, task, config, image_shape)
     check_compatible(workdir, config, abstract, image_shape)  # a given config must fit
     checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR))
@@ -308,4 +330,121 @@ def restore(
             f"No checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; train first: "
             + TRAIN_COMMAND.format(workdir=workdir)
         )
-    return Restored(config=config, model=model, task=task, state=state, step=int(state.step))
+    return Restored(
+        config=config, model=model, task=task, state=state, step=int(state.step),
+        image_shape=image_shape, info=read_workdir_info(workdir),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------- what inference needs
+WORKDIR_INFO_JSON = "workdir_info.json"
+WORKDIR_INFO_FORMAT = 1
+# The dataset fields that decide how an image becomes a model input (the eval chain).
+INFERENCE_FIELDS = ("example_fn", "image_key", "image_size", "resize_mode", "resize_method",
+                    "channels", "mean", "std")  # fmt: skip
+
+
+def _class_feature(features: Any, label_key: str) -> Any:
+    """The dataset's ClassLabel: the top-level ``label_key`` one, else the first found
+    (e.g. ``objects/label`` of a detection set); None when it has none."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415 -- with the tfds builder only
+
+    if label_key in features.keys() and isinstance(features[label_key], tfds.features.ClassLabel):
+        return features[label_key]
+    pending = [features]
+    while pending:
+        feature = pending.pop(0)
+        if isinstance(feature, tfds.features.ClassLabel):
+            return feature
+        if isinstance(feature, tfds.features.Sequence):
+            pending.append(feature.feature)
+        elif isinstance(feature, tfds.features.FeaturesDict):
+            pending.extend(feature[key] for key in feature.keys())
+    return None
+
+
+def _dataset_info(dataset: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Name, version, split sizes and classes of ``dataset`` (its tfds builder, which a
+    training run has prepared)."""
+    from convjax.data.builders import get_builder  # noqa: PLC0415
+    from convjax.data.config import resolve_dataset_config  # noqa: PLC0415
+
+    config = resolve_dataset_config(dataset)
+    builder = get_builder(config, prepare=False)
+    classes = _class_feature(builder.info.features, config.label_key)
+    names = list(classes.names) if classes is not None else None
+    return {
+        "name": config.name,
+        "version": str(builder.info.version),
+        "splits": {name: int(split.num_examples) for name, split in builder.info.splits.items()},
+        "train_split": config.train_split,
+        "eval_split": config.eval_split,
+        "num_classes": config.num_classes or (len(names) if names is not None else None),
+        "class_names": names,
+    }
+
+
+def workdir_info(
+    config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], params: Any
+) -> dict[str, Any]:
+    """What reading the workdir needs besides the weights: the input shape and the eval
+    preprocessing (``dataset`` fields), classes, dataset identity, versions, parameter
+    count."""
+    import flax  # noqa: PLC0415
+
+    import convjax  # noqa: PLC0415
+    from convjax.data.config import resolve_dataset_config  # noqa: PLC0415
+
+    dataset = resolve_dataset_config(config.dataset)
+    preprocessing = {field: dataset.get(field) for field in INFERENCE_FIELDS}
+    preprocessing["image_size"], preprocessing["channels"] = list(image_shape[:2]), image_shape[2]
+    data = _dataset_info(config.dataset)
+    names = config.get("class_names") or data["class_names"]
+    return {
+        "format": WORKDIR_INFO_FORMAT,
+        "input_shape": list(image_shape),
+        "preprocessing": preprocessing,
+        "classes": {"count": data["num_classes"], "names": list(names) if names else None},
+        "dataset": {k: v for k, v in data.items() if k not in ("num_classes", "class_names")},
+        "versions": {
+            "convjax": convjax.__version__,
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+        },  # fmt: skip
+        "parameters": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+    }
+
+
+def write_workdir_info(
+    workdir: str, config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], params: Any
+) -> str:
+    """Writes :func:`workdir_info` as ``workdir/workdir_info.json`` (atomically)."""
+    path = os.path.join(workdir, WORKDIR_INFO_JSON)
+    with open(path + ".tmp", "w") as f:
+        json.dump(workdir_info(config, image_shape, params), f, indent=2)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def read_workdir_info(workdir: str) -> dict[str, Any] | None:
+    """The workdir's ``workdir_info.json``; None for a workdir written before it existed."""
+    path = os.path.join(workdir, WORKDIR_INFO_JSON)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def input_shape(workdir: str, config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+    """The model's input ``(H, W, C)``: from ``workdir_info.json``, or, for an older
+    workdir without it, from the dataset (which must then be on disk; says so once)."""
+    info = read_workdir_info(workdir)
+    if info is not None:
+        return tuple(int(d) for d in info["input_shape"])
+    print(
+        f"note: {workdir} has no {WORKDIR_INFO_JSON} (written by runs since it exists); "
+        f"reading the input shape from dataset {config.dataset.name!r}",
+        flush=True,
+    )
+    return pipeline.dataset_metadata(config.dataset).image_shape

@@ -44,6 +44,8 @@ def check_label_range(labels: np.ndarray, num_classes: int, what: str) -> None:
             f"{what} {bad[:8].tolist()} outside [0, {num_classes}) (the model's "
             f"num_classes); check model_kwargs.num_classes and the dataset's labels"
         )
+
+
 Metrics = dict[str, jax.Array]
 LossFn = Callable[[PyTree, PyTree, Batch, jax.Array], tuple[jax.Array, tuple[Metrics, PyTree]]]
 EvalFn = Callable[[PyTree, PyTree, Batch], Metrics]
