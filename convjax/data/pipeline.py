@@ -467,11 +467,13 @@ def preprocess_images(images: list[np.ndarray], dataset: ml_collections.ConfigDi
     goes through the eval pipeline's own steps: the dataset's example function (its
     crop, e.g. LFW's centre), the resize (``image_size``, ``resize_mode``,
     ``resize_method``), the channel conversion, scaling to 0..1 and the ``mean``/``std``
-    normalisation. Reads the dataset's feature description (its tfds builder).
+    normalisation. Reads the dataset's feature description (its tfds builder's code; the
+    dataset need not be on disk).
     """
     config = resolve_dataset_config(dataset)
     _check_config(config)
-    features = get_builder(config).info.features
+    # The feature description comes with the builder's code: no data needs to be on disk.
+    features = get_builder(config, prepare=False).info.features
     example_fn = get_example_fn(config)
     declared = _feature(features, config.image_key)
     declared_shape = tuple(declared.shape) if declared is not None else (None, None, None)

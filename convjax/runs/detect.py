@@ -2,9 +2,9 @@
 
 :func:`evaluate_workdir` is what ``experiments/detect.py`` runs after
 ``experiments/train.py``: it rebuilds the model from the workdir's ``config.json``,
-restores the latest checkpoint, decodes and NMS-es the eval split, computes VOC and
-COCO mAP (:meth:`convjax.tasks.detection.Detection.evaluate_map`), and writes to the
-workdir:
+restores the latest checkpoint and runs the config's ``detection`` evaluator
+(:mod:`convjax.evals.detection`: VOC and COCO mAP, the same code and figures as the
+training run's evaluations of that checkpoint), and writes to the workdir:
 
 - ``detection_metrics.json``: the metrics;
 - ``sample_detections.png``: the first eval images with drawn boxes, labels and scores;
@@ -12,13 +12,13 @@ workdir:
 
 :func:`detect_images` runs the same checkpoint on image files, preprocessed exactly as
 the eval split (:func:`convjax.data.pipeline.preprocess_images`), and writes each with
-its detections drawn (:func:`convjax.runs.inference.model_inputs`: any image size).
+its detections drawn (:func:`convjax.runs.inference.model_inputs`: any image size). It
+needs the workdir alone, not the dataset.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 
@@ -26,10 +26,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from convjax.data import pipeline
 from convjax.detection.draw import draw_detections, image_grid, precision_recall_figure
+from convjax.evals import Evaluator, build_evaluator, build_evaluators
 from convjax.runs import workdir as workdir_lib
-from convjax.runs.console import Announce, counted, say
+from convjax.runs.console import Announce, say
 from convjax.runs.images import read_image, save_figure, save_png
 from convjax.runs.inference import model_inputs
 from convjax.tasks.detection import Detection
@@ -40,12 +40,13 @@ PR_PNG = "precision_recall.png"
 DETECTIONS_DIR = "detections"
 
 
-def class_names_for(config: ml_collections.ConfigDict, num_classes: int) -> list[str]:
-    """``config.class_names``, the shapes classes, or ``'0'``, ``'1'``, ..."""
-    names = config.get("class_names")
+def class_names_for(restored: workdir_lib.Restored, num_classes: int) -> list[str]:
+    """``config.class_names``, the names the run recorded (``workdir_info.json``), the
+    shapes classes (an older workdir), or ``'0'``, ``'1'``, ..."""
+    names = restored.config.get("class_names") or restored.class_names
     if names:
         return list(names)
-    if config.dataset.name.startswith("shapes"):
+    if restored.config.dataset.name.startswith("shapes"):
         from convjax.data.shapes import CLASS_NAMES
 
         return list(CLASS_NAMES)
@@ -89,6 +90,14 @@ def _sample_pictures(
     return pictures
 
 
+def map_evaluator(restored: workdir_lib.Restored) -> Evaluator:
+    """The run's ``detection`` evaluator (the first in ``config.evals``; a config from
+    before evaluators existed gets one on ``dataset.eval_split``)."""
+    context = workdir_lib.eval_context(restored)
+    found = build_evaluators(context, only=lambda name, spec: spec.get("type") == "detection")
+    return found[0] if found else build_evaluator("map", {"type": "detection"}, context)
+
+
 def evaluate_workdir(
     workdir: str,
     *,
@@ -97,31 +106,20 @@ def evaluate_workdir(
     min_score: float = 0.3,
     announce: Announce | None = None,
 ) -> dict[str, float]:
-    """mAP of the latest checkpoint on the eval split, plus the PNGs (module docstring).
+    """mAP of the latest checkpoint by the run's ``detection`` evaluator (the figures its
+    last evaluation logged), plus the PNGs (module docstring).
 
     ``config`` defaults to the workdir's ``config.json``. ``announce`` (e.g. ``print``)
-    gets a line per stage and the progress through the eval batches.
+    gets a line per stage.
     """
     restored = restore_detector(workdir, config)
     config = restored.config
     say(announce, f"Restored {config.model} at step {restored.step} from {workdir}")
-    num_classes = int(config.model_kwargs.num_classes)
-    batch_size = config.get("eval_batch_size") or config.batch_size
-    num_eval = pipeline.dataset_metadata(config.dataset).num_eval
-    say(
-        announce,
-        f"Detecting on {config.dataset.name} {config.dataset.eval_split}: {num_eval:,} images",
-    )
-    batches = counted(
-        pipeline.create_eval_iterator(config.dataset, global_batch_size=batch_size),
-        total=math.ceil(num_eval / batch_size),
-        what="eval batches",
-        announce=announce,
-    )
-    metrics, arrays = restored.task.evaluate_map(
-        restored.model, restored.state.params, restored.state.model_state, batches, num_classes
-    )
-    names = class_names_for(config, num_classes)
+    evaluator = map_evaluator(restored)
+    say(announce, f"Detecting on {evaluator.dataset.name} {evaluator.split} ({evaluator.name})")
+    result = workdir_lib.evaluate_restored(restored, [evaluator])[evaluator.name]
+    metrics, arrays = result.all_metrics, result.details
+    names = class_names_for(restored, int(config.model_kwargs.num_classes))
     with open(os.path.join(workdir, METRICS_JSON), "w") as f:
         json.dump(metrics, f, indent=2)
     pictures = _sample_pictures(arrays, names, num_samples, min_score)
@@ -149,9 +147,9 @@ def detect_images(
     restored = restore_detector(workdir, config)
     config = restored.config
     originals = [read_image(path) for path in paths]  # float32 [h, w, 3] in 0..1
-    inputs = model_inputs(originals, config.dataset)  # [N, H, W, C], as the eval split
+    inputs = model_inputs(originals, restored.inference_dataset)  # [N, H, W, C], as eval
     predict = restored.task.predict_fn(restored.model)
-    names = class_names_for(config, int(config.model_kwargs.num_classes))
+    names = class_names_for(restored, int(config.model_kwargs.num_classes))
     output_dir = output_dir or os.path.join(workdir, DETECTIONS_DIR)
     written = []
     for i, (path, original) in enumerate(zip(paths, originals, strict=True)):

@@ -7,9 +7,11 @@ identify, verify (``experiments/faces.py`` and notebooks call these).
   :func:`evaluate`.
 - :func:`load_embedder`: the trained embedding function of a workdir, rebuilt from its
   ``config.json``; the task says how a model embeds images (``task.embed_fn``).
-- :func:`evaluate`: one-shot identification and verification on the held-out
-  identities (:mod:`convjax.face.evaluation`), the threshold chosen on validation
-  pairs; writes ``threshold.json``, ``roc.png`` and ``face_eval.json``.
+- :func:`evaluate`: the run's ``verification`` and ``one_shot`` evaluators
+  (:mod:`convjax.evals.faces`: the same code and figures as the training run's
+  evaluations of that checkpoint) on the held-out identities, the threshold chosen on
+  validation pairs, plus the verification heads; writes ``threshold.json``, ``roc.png``
+  and ``face_eval.json``.
 - :func:`enroll_files`, :func:`identify_files`, :func:`verify_files`: image files,
   preprocessed exactly as the eval split (:func:`convjax.runs.inference.model_inputs`).
 """
@@ -31,6 +33,8 @@ import optax
 
 import convjax.data.identities  # noqa: F401  (registers the `identities` builder)
 from convjax.data import samplers
+from convjax.evals import EvalState, Evaluator, build_evaluator, build_evaluators
+from convjax.evals.faces import OneShotEvaluator, VerificationEvaluator
 from convjax.face import evaluation, metrics
 from convjax.face.gallery import Gallery, Identification
 from convjax.face.thresholds import VerificationThreshold
@@ -48,6 +52,7 @@ from convjax.tasks.verification import Verification
 from convjax.train.state import TrainState
 from convjax.train.step import make_train_step
 
+FACE_EVALS = ("verification", "one_shot")
 THRESHOLD_JSON = "threshold.json"
 ROC_PNG = "roc.png"
 REPORT_JSON = "face_eval.json"
@@ -56,11 +61,13 @@ REPORT_JSON = "face_eval.json"
 @dataclasses.dataclass(frozen=True)
 class Embedder:
     """A trained embedding: ``embed(images [B, H, W, C]) -> [B, D]`` (jitted, eval
-    mode), the ``config`` it was trained with and the checkpoint ``step``."""
+    mode), the ``config`` it was trained with, the checkpoint ``step`` and the
+    ``dataset`` config that preprocesses image files as the eval split."""
 
     embed: Callable[[jax.Array], jax.Array]
     config: ml_collections.ConfigDict
     step: int
+    dataset: ml_collections.ConfigDict  # how image files become inputs (no data on disk)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -72,15 +79,21 @@ def load_embedder(workdir: str, config: ml_collections.ConfigDict | None = None)
     """The latest checkpoint of ``workdir`` as an :class:`Embedder` (model rebuilt from
     the workdir's ``config.json``; ``config``, when given, must be compatible)."""
     restored = workdir_lib.restore(workdir, config=config)
+    _check_embedding_task(restored, workdir)
+    embed_fn = restored.task.embed_fn(restored.model)
+    variables = restored.variables
+    embed = jax.jit(lambda images: embed_fn(variables, images))
+    return Embedder(
+        embed=embed, config=restored.config, step=restored.step, dataset=restored.inference_dataset
+    )
+
+
+def _check_embedding_task(restored: workdir_lib.Restored, workdir: str) -> None:
     if not isinstance(restored.task, Embedding | Verification):
         raise ValueError(
             f"{workdir} was trained with task {restored.config.task!r}; faces needs task "
             "'embedding' or 'verification'"
         )
-    embed_fn = restored.task.embed_fn(restored.model)
-    variables = restored.variables
-    embed = jax.jit(lambda images: embed_fn(variables, images))
-    return Embedder(embed=embed, config=restored.config, step=restored.step)
 
 
 def fit_verification_head(
@@ -193,8 +206,9 @@ def evaluate(
     write: bool = True,
     announce: Announce | None = None,
 ) -> dict:
-    """One-shot and verification report on the ``face_eval`` splits of the workdir's
-    config (validation for the threshold, test for everything else); with ``write``,
+    """One-shot and verification report by the config's ``verification`` and
+    ``one_shot`` evaluators (their figures under ``evals``), and the verification heads
+    of ``face_eval``; with ``write``,
     ``threshold.json``, ``roc.png`` and ``face_eval.json`` go to ``workdir``.
     ``announce`` (e.g. ``print``) gets a line per stage and the embedding progress.
     With ``write``, the workdir is held (:func:`convjax.runs.lock.hold`): a run
@@ -204,6 +218,27 @@ def evaluate(
         return _evaluate(workdir, config=config, write=write, announce=announce)
 
 
+def face_evaluators(restored: workdir_lib.Restored) -> list[Evaluator]:
+    """The run's ``verification`` and ``one_shot`` evaluators (``config.evals``); a config
+    from before evaluators existed gets both from its ``face_eval`` splits and threshold
+    settings."""
+    context = workdir_lib.eval_context(restored)
+    found = build_evaluators(context, only=lambda name, spec: spec.get("type") in FACE_EVALS)
+    if found:
+        return found
+    face_eval = restored.config.get("face_eval") or ml_collections.ConfigDict()
+    options = {
+        "threshold_split": face_eval.get("validation_split", "validation"),
+        "criterion": face_eval.get("criterion", "accuracy"),
+        "target_far": face_eval.get("target_far", 1e-3),
+    }
+    split = face_eval.get("test_split", "test")
+    return [
+        build_evaluator(kind, {"type": kind, "split": split, "options": options}, context)
+        for kind in FACE_EVALS
+    ]
+
+
 def _evaluate(
     workdir: str,
     *,
@@ -211,39 +246,42 @@ def _evaluate(
     write: bool,
     announce: Announce | None,
 ) -> dict:
-    embedder = load_embedder(workdir, config)
-    config = embedder.config
-    say(announce, f"Restored {config.model} at step {embedder.step} from {workdir}")
+    restored = workdir_lib.restore(workdir, config=config)
+    _check_embedding_task(restored, workdir)
+    config = restored.config
+    say(announce, f"Restored {config.model} at step {restored.step} from {workdir}")
+    evaluators = face_evaluators(restored)
+    say(announce, f"Evaluating: {', '.join(e.name for e in evaluators)} (embedding the splits)")
+    state = EvalState(evaluators[0].context.strategy, host=restored.state)
+    results = workdir_lib.evaluate_restored(restored, evaluators, state=state)
+    by_type = {type(e): (e, results[e.name]) for e in evaluators}
+    verifier, verified = by_type[VerificationEvaluator]
+    report = {"one_shot": by_type[OneShotEvaluator][1].details, **verified.details.report}
     face_eval = config.get("face_eval") or ml_collections.ConfigDict()
-    splits = {
-        role: embed_split(embedder, face_eval.get(f"{role}_split", role), announce)
-        for role in ("validation", "test")
-    }
-    say(announce, "Threshold on validation pairs; one-shot identification and verification")
-    result = evaluation.evaluate_embeddings(
-        splits["validation"],
-        splits["test"],
-        criterion=face_eval.get("criterion", "accuracy"),
-        target_far=face_eval.get("target_far", 1e-3),
-        seed=config.seed,
-    )
-    report = result.report
     steps = face_eval.get("head_steps", 300)
+    splits = [verifier.embeddings(state, s) for s in (verifier.threshold_split, verifier.split)]
     report["verification_head"] = {}
     for kind in face_eval.get("head_kinds", ("l1", "chi2")):
         say(announce, f"Fitting the {kind} verification head ({steps} steps)")
         report["verification_head"][kind] = verification_head_report(
-            splits["validation"], splits["test"], kind, config.seed, steps=steps
+            *splits, kind, config.seed, steps=steps
         )
-    report["step"] = embedder.step
+    report["evals"] = {name: result.all_metrics for name, result in results.items()}
+    report["step"] = restored.step
     if write:
-        save_threshold(result.threshold, workdir)
-        roc = metrics.roc_figure({"test pairs": (result.fpr, result.tpr)})
-        save_figure(roc, os.path.join(workdir, ROC_PNG))
-        with open(os.path.join(workdir, REPORT_JSON), "w") as f:
-            json.dump(report, f, indent=2)
-        say(announce, f"Wrote {THRESHOLD_JSON}, {ROC_PNG} and {REPORT_JSON} to {workdir}")
+        _write_report(workdir, report, verified.details, announce)
     return report
+
+
+def _write_report(
+    workdir: str, report: dict, verified: evaluation.EmbeddingEvaluation, announce: Announce | None
+) -> None:
+    save_threshold(verified.threshold, workdir)
+    roc = metrics.roc_figure({"test pairs": (verified.fpr, verified.tpr)})
+    save_figure(roc, os.path.join(workdir, ROC_PNG))
+    with open(os.path.join(workdir, REPORT_JSON), "w") as f:
+        json.dump(report, f, indent=2)
+    say(announce, f"Wrote {THRESHOLD_JSON}, {ROC_PNG} and {REPORT_JSON} to {workdir}")
 
 
 def train_and_evaluate(
@@ -265,7 +303,7 @@ def embed_files(embedder: Embedder, paths: Sequence[str]) -> np.ndarray:
     """Embeds image files (paths, or ``skimage:<name>``), preprocessed exactly as the
     eval split at the trained input size (:func:`convjax.runs.inference.model_inputs`):
     -> [N, D]."""
-    images = model_inputs(list(paths), embedder.config.dataset)
+    images = model_inputs(list(paths), embedder.dataset)
     return np.asarray(embedder.embed(jnp.asarray(images)))
 
 

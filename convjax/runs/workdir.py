@@ -31,8 +31,10 @@ import ml_collections
 import numpy as np
 
 from convjax.data import pipeline
+from convjax.evals import EvalContext, EvalResult, EvalState, Evaluator
 from convjax.tasks import Task, get_task
 from convjax.train.checkpointing import Checkpointer
+from convjax.train.parallel import get_strategy
 from convjax.train.setup import abstract_train_state, build_model, config_kwargs
 from convjax.train.state import TrainState
 
@@ -448,3 +450,48 @@ def input_shape(workdir: str, config: ml_collections.ConfigDict) -> tuple[int, i
         flush=True,
     )
     return pipeline.dataset_metadata(config.dataset).image_shape
+
+
+class DatasetMissingError(FileNotFoundError):
+    """An evaluation on a dataset that is not on disk."""
+
+
+def require_dataset(dataset: ml_collections.ConfigDict) -> None:
+    """Raises :class:`DatasetMissingError` (one line: which dataset, where, and the
+    command that builds it) unless ``dataset`` is prepared in its ``data_dir``."""
+    from convjax.data.builders import get_builder, is_prepared  # noqa: PLC0415
+
+    builder = get_builder(dataset, prepare=False)
+    if not is_prepared(builder):
+        data_dir = f" --data_dir={dataset.data_dir}" if dataset.get("data_dir") else ""
+        raise DatasetMissingError(
+            f"dataset {dataset.name!r} is not in {builder.data_dir}: evaluating needs it; "
+            f"build it with python experiments/prepare_data.py --datasets={dataset.name}"
+            f"{data_dir}"
+        )
+
+
+def eval_context(restored: Restored) -> EvalContext:
+    """What the evaluators of ``restored.config`` share, for a restored workdir: the
+    config's strategy and eval batch size, the restored model and task."""
+    config = restored.config
+    return EvalContext(
+        config=config,
+        model=restored.model,
+        task=restored.task,
+        strategy=get_strategy(config.get("parallel", "auto")),
+        eval_batch_size=config.get("eval_batch_size") or config.batch_size,
+    )
+
+
+def evaluate_restored(
+    restored: Restored, evaluators: list[Evaluator], *, state: EvalState | None = None
+) -> dict[str, EvalResult]:
+    """``evaluators`` (of :func:`eval_context`) on the restored state (or ``state`` of
+    it, to share its work afterwards), each after a check that its dataset is on disk:
+    the figures the run's last evaluation logged for the same checkpoint."""
+    for evaluator in evaluators:
+        require_dataset(evaluator.dataset)
+    if state is None and evaluators:
+        state = EvalState(evaluators[0].context.strategy, host=restored.state)
+    return {e.name: e.evaluate(state) for e in evaluators}
