@@ -8,6 +8,8 @@ Writes ``detection_metrics.json`` (VOC and COCO mAP on the eval split),
 ``sample_detections.png`` and ``precision_recall.png`` to ``DIR``, and, with ``--images``,
 each matching image with its boxes, labels and scores under ``DIR/detections/``.
 ``--config`` is optional; when given it must be compatible with ``config.json``.
+Drawing detections on ``--images`` needs the workdir alone: where the eval split's
+dataset is not on disk, the evaluation is skipped with a note.
 """
 
 # JAX, TensorFlow and the drivers are imported in main(): --help answers at once.
@@ -39,9 +41,15 @@ def main(argv):
     if _IMAGES.value and not paths:
         raise app.UsageError(f"--images={_IMAGES.value!r} matches no file")
     from convjax.runs.detect import detect_images, evaluate_workdir
+    from convjax.runs.workdir import DatasetMissingError
 
-    metrics = evaluate_workdir(_WORKDIR.value, config=_CONFIG.value, announce=print)
-    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+    try:
+        metrics = evaluate_workdir(_WORKDIR.value, config=_CONFIG.value, announce=print)
+        print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+    except DatasetMissingError as error:
+        if not paths:
+            raise
+        print(f"note: {error}; skipping the evaluation", flush=True)
     if paths:
         for path in detect_images(_WORKDIR.value, paths, config=_CONFIG.value):
             print("wrote", path)

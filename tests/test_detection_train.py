@@ -4,6 +4,7 @@ workdir alone (experiments/detect.py included)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -20,14 +21,10 @@ from PIL import Image
 
 from configs import yolo_shapes
 from convjax.models import get_model
-from convjax.runs.detect import (
-    METRICS_JSON,
-    PR_PNG,
-    SAMPLES_PNG,
-    detect_images,
-    evaluate_workdir,
-)
+from convjax.runs import workdir as workdir_lib
+from convjax.runs.detect import METRICS_JSON, PR_PNG, SAMPLES_PNG, evaluate_workdir
 from convjax.runs.inference import inference_dataset_config, model_inputs
+from convjax.runs.metrics import curves_figure, read_metrics
 from convjax.runs.train import train_and_evaluate
 from convjax.tasks import get_task
 from convjax.train.parallel import get_strategy
@@ -96,6 +93,19 @@ def test_detection_task_runs_under_every_strategy():
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def tensorboard_steps(workdir: str) -> dict[str, list[int]]:
+    """TensorBoard tag -> the steps it was written at, read from the event files."""
+    from tensorflow.core.util import event_pb2
+
+    steps: dict[str, list[int]] = {}
+    for path in sorted(glob.glob(os.path.join(workdir, "tensorboard", "*tfevents*"))):
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            event = event_pb2.Event.FromString(record)
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return steps
+
+
 def test_smoke_training_with_override_then_detect_from_the_workdir_alone(tmp_path):
     data_dir = str(tmp_path / "tfds")
     tfds.builder("shapes/scenes_small", data_dir=data_dir).download_and_prepare()
@@ -103,12 +113,27 @@ def test_smoke_training_with_override_then_detect_from_the_workdir_alone(tmp_pat
     config.dataset.data_dir = data_dir
     config.parallel = "jit"
     config.model_kwargs.widths = (4, 8, 12, 12)  # not the smoke default (4, 8, 8, 16)
+    config.evals.map.every_steps = 2  # mAP at steps 2, 4 and 6
     workdir = str(tmp_path / "work")
     eval_metrics = train_and_evaluate(config, workdir)
     assert np.isfinite(eval_metrics["loss"]) and eval_metrics["count"] == 32
+    # mAP and COCO AP during training: metrics.jsonl, TensorBoard, the curves figure.
+    logged = [r for r in read_metrics(workdir) if r["split"] == "map"]
+    assert [r["step"] for r in logged] == [2, 4, 6]
+    assert all(0 <= r["map50_voc"] <= 1 and -1 <= r["coco_AP"] <= 1 for r in logged)
+    tags = tensorboard_steps(workdir)
+    assert tags["map/map50_voc"] == tags["map/coco_AP"] == [2, 4, 6]
+    panels = {ax.get_title(): ax for ax in curves_figure(read_metrics(workdir)).axes}
+    for name in ("map50_voc", "coco_AP"):
+        (line,) = [ln for ln in panels[name].get_lines() if ln.get_label() == "map"]
+        assert list(line.get_xdata()) == [2, 4, 6]
+    # The evaluate verb runs the same evaluator on the restored last checkpoint: the
+    # figures equal the run's last ones exactly.
     metrics = evaluate_workdir(workdir, num_samples=4)  # model rebuilt from config.json
-    for key in ("map50_voc", "map50_voc07", "coco_AP", "coco_AP50"):
-        assert -1 <= metrics[key] <= 1
+    for key in ("map50_voc", "map50_voc07", "coco_AP", "coco_AP50", "coco_AP75"):
+        assert metrics[key] == logged[-1][key] == eval_metrics[f"map/{key}"]
+    with open(os.path.join(workdir, "results.json")) as f:
+        assert json.load(f)["map"] == metrics  # breakdown (per class, per size) included
     with open(os.path.join(workdir, METRICS_JSON)) as f:
         assert json.load(f)["map50_voc"] == metrics["map50_voc"]
     for name in (SAMPLES_PNG, PR_PNG):
@@ -125,12 +150,20 @@ def test_smoke_training_with_override_then_detect_from_the_workdir_alone(tmp_pat
     want = (np.round(np.clip(resized.numpy(), 0, 255)) / 255.0 - 0.5) / 0.25
     np.testing.assert_allclose(model_inputs([image_path], config.dataset)[0], want, atol=1e-5)
     assert inference_dataset_config(config.dataset).image_size == (64, 64)
-    (written,) = detect_images(workdir, [image_path], min_score=0.0)
-    assert np.asarray(Image.open(written)).shape[:2] == (150, 210)  # scaled 3x, aspect kept
     stale = yolo_shapes.get_config("smoke")  # the training override forgotten
     stale.dataset.data_dir = data_dir
     with pytest.raises(ValueError, match=r"widths: \(4, 8, 12, 12\) -> \(4, 8, 8, 16\)"):
         evaluate_workdir(workdir, config=stale)
+    # The workdir alone, with the dataset gone: restore and detection on files work; an
+    # evaluation says which dataset is missing and how to build it.
+    os.rename(data_dir, data_dir + ".away")
+    restored = workdir_lib.restore(workdir)
+    assert restored.image_shape == (64, 64, 3) and restored.step == 6
+    assert restored.class_names == ["circle", "square", "triangle"]
+    with pytest.raises(workdir_lib.DatasetMissingError, match=r"'shapes/scenes_small'.*"
+                       r"prepare_data.py --datasets=shapes/scenes_small"):  # fmt: skip
+        evaluate_workdir(workdir)
+    assert not os.path.exists(data_dir)  # nothing was rebuilt
     # The script, as a user runs it: the workdir alone, no override repeated.
     out = subprocess.run(
         [sys.executable, "experiments/detect.py", f"--workdir={workdir}", f"--images={image_path}"],
@@ -140,8 +173,34 @@ def test_smoke_training_with_override_then_detect_from_the_workdir_alone(tmp_pat
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert f"map50_voc={metrics['map50_voc']:.4f}" in out.stdout
+    assert "skipping the evaluation" in out.stdout
     assert "wrote " + os.path.join(workdir, "detections", "scene.png") in out.stdout
+    written = np.asarray(Image.open(os.path.join(workdir, "detections", "scene.png")))
+    assert written.shape[:2] == (150, 210)  # scaled 3x, aspect kept
+    assert not os.path.exists(data_dir)
+
+
+def test_workdir_info_records_what_inference_needs(tmp_path):
+    data_dir = str(tmp_path / "tfds")
+    config = yolo_shapes.get_config("smoke")
+    config.dataset.data_dir = data_dir
+    config.parallel = "jit"
+    config.num_train_steps = config.checkpoint_every_steps = 1
+    config.evals = {"eval": {"type": "task"}}
+    workdir = str(tmp_path / "work")
+    train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, workdir_lib.WORKDIR_INFO_JSON)) as f:
+        info = json.load(f)
+    restored = workdir_lib.restore(workdir)
+    builder = tfds.builder("shapes/scenes_small", data_dir=data_dir)
+    assert info["input_shape"] == [64, 64, 3]
+    assert info["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert info["classes"] == {"count": 3, "names": ["circle", "square", "triangle"]}
+    assert info["dataset"]["name"] == "shapes/scenes_small"
+    assert info["dataset"]["version"] == str(builder.info.version)
+    assert info["dataset"]["splits"] == {k: v.num_examples for k, v in builder.info.splits.items()}
+    assert info["versions"]["jax"] == jax.__version__
+    assert info["parameters"] == sum(x.size for x in jax.tree.leaves(restored.state.params))
 
 
 @pytest.mark.parametrize("name", ["yolo_voc", "yolo_coco", "yolo_shapes"])
