@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.datasets import load_digits
 
+from convjax.evals.linear_probe import make_epoch_fn
 from convjax.models import get_model
 from convjax.models.transfer import BACKBONE, LinearHead, compute_head_inputs
-from convjax.runs.linear_probe import make_epoch_fn
 from convjax.tasks import get_task
 from convjax.tasks.transfer import TransferTask
 from convjax.train.optimizers import make_optimizer

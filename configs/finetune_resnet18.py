@@ -21,7 +21,7 @@ so a linear probe is enough; not measured on this project's CPU machines).
 (``lr_multipliers``, applied by the transfer task's ``make_optimizer``, through which
 the train loop builds every optimizer; see docs/models.md). For the "features once"
 mode, which computes the frozen backbone's embeddings a single time, see
-``convjax.runs.linear_probe.fit_head`` and ``benchmarks/features_once.py``.
+``convjax.evals.linear_probe.fit_head`` and ``benchmarks/features_once.py``.
 
 Smoke variant (seconds; a CIFAR ResNet-20 on the offline digits, fine-tuned from the
 checkpoint of ``configs/resnet_cifar10.py:resnet20,smoke`` given as

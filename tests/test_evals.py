@@ -111,8 +111,16 @@ def test_eval_specs_are_checked_in_one_line(data_dir):
 def test_a_run_with_two_evaluators_and_an_older_workdir(data_dir, tmp_path, capsys):
     config = smoke_config(data_dir, num_train_steps=4, eval_every_steps=2)
     config.evals.train_fit = {"type": "task", "split": "train", "every_steps": 4}
+    config.evals.probe = {
+        "type": "linear_probe",
+        "every_steps": 0,
+        "options": {"epochs": 20, "head": "logits"},
+    }
     workdir = str(tmp_path / "work")
     metrics = train_and_evaluate(config, workdir)
+    # A linear head on the penultimate features of 1,438 training digits: far above the
+    # 10 % of chance even after 4 steps (LeNet's features are already separable).
+    assert 0.5 < metrics["probe/accuracy"] <= 1 and np.isfinite(metrics["probe/loss"])
     out = capsys.readouterr().out
     assert "eval at step 2 on 359 examples: accuracy=" in out  # the 20% test split
     assert "train_fit at step 4 on 1,438 examples: accuracy=" in out

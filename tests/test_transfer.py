@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from convjax.evals.linear_probe import fit_head
 from convjax.models.pretrained import load_pretrained
 from convjax.models.resnet import ResNet
 from convjax.models.taps import extract_features
@@ -16,7 +17,6 @@ from convjax.models.transfer import (
     flat_paths,
     frozen_batch_norm,
 )
-from convjax.runs.linear_probe import fit_head
 from convjax.tasks import get_task
 from convjax.tasks.transfer import TransferTask, label_params
 from convjax.train.checkpointing import Checkpointer
