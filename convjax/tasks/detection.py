@@ -6,10 +6,11 @@ Batches (the ``shapes`` example function's layout; any dataset mapped to it work
 batches also carry ``mask`` [B] and may carry ``difficult`` [B, N] (objects the mAP
 ignores: VOC's difficult, COCO's crowd).
 
-The loop's eval reports the loss terms (sums over real examples). mAP is not a sum over
-examples, so :meth:`Detection.evaluate_map` runs after training (``experiments/detect.py``):
-it decodes, runs class-aware NMS, gathers the padded detections of the whole eval set and
-computes VOC and COCO mAP.
+The task's eval sums are the loss terms (sums over real examples). mAP is not a sum over
+examples: :meth:`Detection.evaluate_map` decodes, runs class-aware NMS, gathers the padded
+detections of the whole eval set and computes VOC and COCO mAP; the ``detection``
+evaluator (:mod:`convjax.evals.detection`) runs it during training and in
+``experiments/detect.py``.
 """
 
 from __future__ import annotations
