@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 
+import jax
 import numpy as np
 import pytest
 
 from configs import lenet5_digits
 from convjax.evals import EvalContext, build_evaluator
+from convjax.models.pretrained import load_pretrained
 from convjax.runs import workdir as workdir_lib
 from convjax.runs.train import check_num_classes, train_and_evaluate
 from convjax.tasks import get_task
@@ -125,6 +127,19 @@ def test_a_run_with_two_evaluators_and_an_older_workdir(data_dir, tmp_path, caps
     assert "eval at step 2 on 359 examples: accuracy=" in out  # the 20% test split
     assert "train_fit at step 4 on 1,438 examples: accuracy=" in out
     assert metrics["count"] == 359 and metrics["train_fit/count"] == 1438
+    # With the dataset renamed away: restore, and loading the weights for transfer.
+    os.rename(data_dir, data_dir + ".away")
+    try:
+        restored = workdir_lib.restore(workdir)
+        assert restored.image_shape == (32, 32, 1) and restored.step == 4
+        fresh = restored.model.init(jax.random.PRNGKey(1), np.zeros((1, 32, 32, 1)))
+        loaded = load_pretrained(restored.model, fresh, workdir, exclude=("^logits/",))
+        np.testing.assert_array_equal(
+            loaded["params"]["conv1"]["kernel"], restored.state.params["conv1"]["kernel"]
+        )
+        assert not os.path.exists(data_dir)
+    finally:
+        os.rename(data_dir + ".away", data_dir)
     # A workdir from before workdir_info.json: restore reads the dataset, with a note.
     os.remove(os.path.join(workdir, workdir_lib.WORKDIR_INFO_JSON))
     restored = workdir_lib.restore(workdir)
