@@ -110,17 +110,6 @@ def evaluate(
     return {k: float(v) / max(count, 1.0) for k, v in total.items()} | {"count": count}
 
 
-def check_finite(step: int, scalars: Mapping[str, float], last_checkpoint: int | None) -> None:
-    """Raises ``FloatingPointError`` when the logged ``loss`` is NaN or infinite."""
-    loss = scalars.get("loss", 0.0)
-    if not math.isfinite(loss):
-        where = f"step {last_checkpoint}" if last_checkpoint is not None else "none yet"
-        raise FloatingPointError(
-            f"Training loss is {loss} at step {step}. Lower optimizer.learning_rate, add "
-            f"optimizer.grad_clip_norm, or check the inputs; last checkpoint: {where}."
-        )
-
-
 class Progress:
     """Progress lines that tell the truth about time, for steps ``start_step + 1 ..
     total_steps`` of this process (a resumed run counts only its own steps).
