@@ -211,6 +211,31 @@ def _write_maximised(
     return sections
 
 
+def _write_topk_arrays(out_dir: str, plan: Plan, topk: Mapping[str, mining.TopK]) -> None:
+    """``topk.npz``: ``<layer>/<value|index|y|x>`` [units, k] of every mined layer."""
+    np.savez(
+        os.path.join(out_dir, "topk.npz"),
+        **{
+            f"{layer}/{field}": getattr(topk[layer], field)
+            for layer in plan.layers
+            for field in mining.TopK._fields
+        },
+    )
+
+
+def _layer_figures(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Each mined layer's shape and receptive field (size, jump, first window's start)."""
+    return {
+        layer: {
+            "shape": plan.shapes[layer],
+            "receptive_field": plan.fields[layer].size,
+            "jump": plan.fields[layer].jump,
+            "start": [int(v) for v in plan.fields[layer].channel_bounds()[0]],
+        }
+        for layer in plan.layers
+    }
+
+
 def visualize(
     network: Network,
     out_dir: str,
@@ -240,14 +265,7 @@ def visualize(
         f"mined the top {k} of {sum(plan.shapes[n][-1] for n in plan.layers)} units over "
         f"{seen} images in {mined:.1f}s"
     )
-    np.savez(
-        os.path.join(out_dir, "topk.npz"),
-        **{
-            f"{layer}/{field}": getattr(topk[layer], field)
-            for layer in plan.layers
-            for field in mining.TopK._fields
-        },
-    )
+    _write_topk_arrays(out_dir, plan, topk)
     sections = _write_topk(out_dir, network, plan, topk, batch_size)
     sections += _write_pictures(
         out_dir,
@@ -263,15 +281,7 @@ def visualize(
         "network": network.description,
         "images_mined": seen,
         "mining_seconds": mined,
-        "layers": {
-            layer: {
-                "shape": plan.shapes[layer],
-                "receptive_field": plan.fields[layer].size,
-                "jump": plan.fields[layer].jump,
-                "start": [int(v) for v in plan.fields[layer].channel_bounds()[0]],
-            }
-            for layer in plan.layers
-        },
+        "layers": _layer_figures(plan),
         "files": ["index.html", "topk.npz"] + [path for _, _, path in sections],
     }
     with open(os.path.join(out_dir, "visualize.json"), "w") as f:
