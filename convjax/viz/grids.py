@@ -1,8 +1,9 @@
 """Pictures as arrays: filter grids, feature-map grids, patch grids.
 
 Everything returns float images in [0, 1] (``[H, W, C]`` with C = 1 or 3) laid out
-on a grid with a ``pad``-pixel border of ``pad_value`` between cells; writing them
-to files is the caller's business (``convjax.runs.images.save_png``).
+on a grid with a ``pad``-pixel border of ``pad_value`` between cells, except
+:func:`filter_figure`, a matplotlib ``Figure`` of labelled filters; writing them
+to files is the caller's business (``convjax.runs.images.save_png`` / ``save_figure``).
 """
 
 from __future__ import annotations
