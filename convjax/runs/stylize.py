@@ -324,7 +324,7 @@ class _Recorder:
     ):
         self.history, self.total, self.log_every_steps = history, total, log_every_steps
         self.say = say
-        self.progress = Progress(len(history["step"]), total)
+        self.progress = Progress(len(history["step"]), total, eval_every=None)
 
     def timed(self, train_step: Callable, scale: int) -> Callable:
         """The first scale's step, its compile timed apart (the progress line shows it)."""

@@ -119,8 +119,9 @@ class Progress:
       first line; steps/s counts only the time since, minus evaluation.
     - steps/s and the ETA average over the whole run so far, not the last interval.
     - The ETA adds the evaluations still to come (every ``eval_every`` steps and after
-      the last step, as :class:`Every` calls them), each costing the mean of the
-      evaluations timed so far by :meth:`evaluating` (their compile left out).
+      the last step, as :class:`Every` calls them; none when ``eval_every`` is
+      ``None``), each costing the mean of the evaluations timed so far by
+      :meth:`evaluating` (their compile left out).
 
     ``clock`` is injectable (seconds, monotonic) so tests can drive time.
     """
@@ -130,7 +131,7 @@ class Progress:
         start_step: int,
         total_steps: int,
         *,
-        eval_every: int = 0,
+        eval_every: int | None = 0,
         clock: Callable[[], float] = time.perf_counter,
     ):
         self.start_step = int(start_step)
@@ -141,10 +142,11 @@ class Progress:
         self._steps_since = clock()  # replaced by the end of the first (compiling) call
         self._eval_seconds = 0.0  # evaluation time since _steps_since
         self._eval_costs: list[float] = []  # seconds per evaluation, compile excluded
-        due = Every(eval_every, lambda step, state: None).due  # the loop's eval cadence
-        self._evals_to_come = {
-            s for s in range(self.start_step + 1, self.total + 1) if due(s, self.total)
-        }
+        self._evals_to_come: set[int] = set()
+        if eval_every is not None:
+            due = Every(eval_every, lambda step, state: None).due  # the loop's eval cadence
+            steps = range(self.start_step + 1, self.total + 1)
+            self._evals_to_come = {s for s in steps if due(s, self.total)}
         self._compile_shown = False
 
     def timed_first_call(self, fn: Callable, what: str = "train") -> Callable:
