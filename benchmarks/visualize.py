@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convjax.analysis.plan import conv_layers
 from convjax.models import get_model
 from convjax.models.taps import extract_features, list_layers
-from convjax.runs.visualize import conv_layers
 from convjax.viz import mining
 
 

@@ -9,9 +9,11 @@ Run (tfds' imagenet2012 needs the ILSVRC2012 archives in its manual directory):
 
   python experiments/train.py --config=configs/alexnet_imagenet.py --workdir=/tmp/alexnet
 
-Expected top-1 on the validation set: 56.52% (torchvision's single-tower weights);
-the paper's single network reached 59.3% (top-1 error 40.7%, with 10-crop testing).
-Not reproduced on this project's CPU machines.
+Reference top-1 on the validation set: torchvision's single-tower weights score 56.52%,
+measured on one 224x224 centre crop of each image resized to 256 on its shorter side;
+the paper's single network reached 59.3% (top-1 error 40.7%) averaging 10 crops. This
+config evaluates each whole image stretched to 224x224 (``dataset.resize_mode``), a
+different measurement from either. Not reproduced on this project's CPU machines.
 
 ``:imagenette``: tfds ``imagenette/160px-v2`` at 128x128 (the smallest input is
 63x63), 10 classes; expect roughly 75-80% (not measured here).

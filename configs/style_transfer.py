@@ -67,17 +67,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "max_step": 0.05,
         }
     )
-    config.num_steps = 300  # per scale
-    config.strategy = "auto"  # 'auto' | 'jit' | 'pmap' | 'shard_map'
+    config.num_train_steps = 300  # iterations per scale
+    config.parallel = "auto"  # 'auto' | 'jit' | 'pmap' | 'shard_map'
     config.seed = 0
-    config.log_every = 10
-    config.save_every = 0  # write the image every N iterations (0: never)
+    config.log_every_steps = 10  # a progress line every N iterations
+    config.checkpoint_every_steps = 100  # and at the end of every scale
+    config.keep_checkpoints = 2
+    config.save_every_steps = 0  # write the image every N iterations (0: never)
 
     if common.parse_arg(arg, smoke=False).smoke:
         config.image_size = 48
-        config.num_steps = 20
+        config.num_train_steps = 20
         config.network.arch = "vgg16"
         config.style_layers = ml_collections.ConfigDict({"relu1_1": 0.5, "relu2_1": 0.5})
         config.content_layers = ml_collections.ConfigDict({"relu3_1": 1.0})
-        config.log_every = 5
+        config.log_every_steps = 5
     return config

@@ -1,10 +1,11 @@
 r"""Neural style transfer: ``--config=configs/style_transfer.py --workdir=DIR [--config.f=v]``.
 
 Writes ``config.json``, checkpoints, ``result.png``, ``panel.png`` (content | style |
-result), ``cost_curves.png`` and ``costs.json`` to the workdir; shows each cost term
-in a progress bar. With no ``--config.network.weights`` it runs the random-weight VGG
-and says so. ``--workdir=DIR`` alone continues (or re-renders) the run saved there,
-with the config it was started with.
+result), ``cost_curves.png`` and ``costs.json`` to the workdir; prints a progress line
+(iteration, each cost term, rate, ETA) every ``log_every_steps`` iterations. With no
+``--config.network.weights`` it runs the random-weight VGG and says so.
+``--workdir=DIR`` alone continues (or re-renders) the run saved there, with the config
+it was started with.
 
 One image cannot be split over devices, so a single image runs on one device with
 XLA's multi-threaded CPU kernels; a batch of content images becomes one simulated
@@ -36,7 +37,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from convjax.quiet import quiet_logging
 
-    quiet_logging()  # the progress bar speaks; libraries only warn
+    quiet_logging()  # the progress lines speak; libraries only warn
     from convjax.runs.workdir import CONFIG_JSON, load_config  # starts no JAX backend
 
     config = _CONFIG.value
@@ -51,7 +52,7 @@ def main(argv):
         use_all_cpu_cores()  # before JAX starts its backend
     from convjax.runs.stylize import stylize
 
-    result = stylize(_CONFIG.value, _WORKDIR.value, announce=print)
+    result = stylize(_CONFIG.value, _WORKDIR.value, announce=lambda line: print(line, flush=True))
     start = {k: result.history[k][0] for k in ("content", "style")}
     print(
         f"style cost {start['style']:.4g} -> {result.final['style']:.4g} "

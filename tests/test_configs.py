@@ -68,6 +68,16 @@ CHANGED = {
 # convjax.ops.conv_cpu on CPU hosts, XLA's own on GPU/TPU) instead of forcing XLA's.
 CHANGED_EVERYWHERE = {"conv_impl": "auto"}
 
+# Style transfer took the training run's field names, and its checkpoint cadence and
+# keep count (fixed in the driver before) became fields.
+STYLE_RENAMED = {
+    "num_steps": "num_train_steps",
+    "strategy": "parallel",
+    "log_every": "log_every_steps",
+    "save_every": "save_every_steps",
+}
+STYLE_ADDED = {"checkpoint_every_steps": 100, "keep_checkpoints": 2}
+
 
 # Every training config declares its evaluators (config.evals); the face configs' threshold
 # settings moved from face_eval into their evaluators' options.
@@ -137,6 +147,10 @@ def test_every_variant_resolves_to_its_recorded_fields():
         name, arg = key.split(":")
         config = get_config(name, arg)
         changes = {f: v for f, v in CHANGED_EVERYWHERE.items() if f in want["__dict__"]}
+        if name == "style_transfer":
+            fields = want["__dict__"]
+            fields |= {new: fields.pop(old) for old, new in STYLE_RENAMED.items()}
+            fields |= {f: encode(v) for f, v in STYLE_ADDED.items()}
         for field, value in {**changes, **CHANGED.get(key, {})}.items():
             *parents, last = field.split(".")
             section = want

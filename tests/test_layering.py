@@ -2,7 +2,7 @@
 
 Layers (rank: folders), from DESIGN.md "drivers up, math down":
 
-  6: runs      5: evals      4: train      3: tasks      2: models, losses, data
+  6: runs      5: evals, analysis      4: train      3: tasks      2: models, losses, data
   1: detection, face, style, viz            0: ops
 
 A module may import its own folder and folders of a lower rank, never a higher rank
@@ -34,6 +34,7 @@ RANKS = {
     "tasks": 3,
     "train": 4,
     "evals": 5,
+    "analysis": 5,
     "runs": 6,
 }
 MAX_FUNCTION_LINES = 80

@@ -133,7 +133,7 @@ def test_convjax_keeps_the_inline_backend(tmp_path: Path):
         train_and_evaluate(config, str(tmp_path / "lenet5"))
         assert matplotlib.get_backend() == INLINE
         config = style_transfer.get_config("smoke")
-        config.num_steps = 2
+        config.num_train_steps = 2
         stylize(config, str(tmp_path / "style"))
         assert matplotlib.get_backend() == INLINE
         image = np.zeros((32, 32, 3), np.uint8)

@@ -156,3 +156,17 @@ def test_format_duration():
     assert format_duration(62) == "0:01:02"
     assert format_duration(3 * 86400 + 61) == "72:01:01"
     assert format_duration(float("nan")) == "?"
+
+
+def test_a_run_without_evaluations_counts_none():
+    """Style transfer's loop has no evaluations: none is announced or added to the ETA."""
+    clock = FakeClock()
+    progress = Progress(0, 10, eval_every=None, clock=clock)
+    step = progress.timed_first_call(lambda: None)
+    step()
+    clock.now += 5.0  # 10 steps of 0.5 s
+    progress.update(10)
+    assert progress.evals_to_come(1) == 0
+    assert progress.line(10, {}).endswith("| ETA 0:00:00")
+    with_evals = Progress(0, 10, clock=clock)  # the default: one after the last step
+    assert with_evals.evals_to_come(1) == 1 and "+ 1 eval" in with_evals.line(1, {})

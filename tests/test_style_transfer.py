@@ -38,8 +38,8 @@ def small_config(**overrides) -> ml_collections.ConfigDict:
     """A tiny VGG-16 run on bundled images: 48 px, shallow layers, a few steps."""
     config = get_config("smoke")
     config.image_size = 48
-    config.num_steps = 4
-    config.log_every = 2
+    config.num_train_steps = 4
+    config.log_every_steps = 2
     config.style_layers = ml_collections.ConfigDict(SHALLOW)
     config.content_layers = ml_collections.ConfigDict({"relu2_2": 1.0})
     for key, value in overrides.items():
@@ -135,9 +135,9 @@ def test_style_cost_falls_100x_with_content_bounded_by_the_trade_off():
     """The acceptance run, small: random VGG-19 on chelsea / immunohistochemistry."""
     config = get_config()
     config.image_size = 48
-    config.num_steps = 100
+    config.num_train_steps = 100
     config.optimizer.learning_rate = 0.05
-    config.log_every = 50
+    config.log_every_steps = 50
     result = T.stylize(config, progress=False)
     style0 = result.history["style"][0]
     # It starts at the content image: the content cost is rounding only (the content
@@ -155,7 +155,7 @@ def test_style_cost_falls_100x_with_content_bounded_by_the_trade_off():
 def test_content_weight_sets_the_trade_off(fast_compile):
     finals = {}
     for alpha in (0.0, 100.0):
-        config = small_config(content_weight=alpha, num_steps=15, style_weight=10.0)
+        config = small_config(content_weight=alpha, num_train_steps=15, style_weight=10.0)
         finals[alpha] = T.stylize(config, progress=False).final
     # More weight on content keeps the result much closer to the content ...
     assert finals[100.0]["content"] < 0.25 * finals[0.0]["content"], finals
@@ -168,19 +168,19 @@ def test_batch_of_pairs_over_devices_equals_one_image_at_a_time(fast_compile):
     styles = "skimage:immunohistochemistry,skimage:gravel,skimage:brick,skimage:grass"
     results = {}
     for strategy in ("pmap", "shard_map"):
-        config = small_config(content=contents, style=styles, pair_styles=True, strategy=strategy)
+        config = small_config(content=contents, style=styles, pair_styles=True, parallel=strategy)
         results[strategy] = T.stylize(config, progress=False)
     assert results["pmap"].images.shape[0] == 4
     np.testing.assert_allclose(results["pmap"].images, results["shard_map"].images, atol=2e-4)
     # Image 2 alone on one device: the same result, so each image got its own gradient.
-    alone = small_config(content="skimage:coffee", style="skimage:brick", strategy="jit")
+    alone = small_config(content="skimage:coffee", style="skimage:brick", parallel="jit")
     single = T.stylize(alone, progress=False)
     np.testing.assert_allclose(results["pmap"].images[2], single.images[0], atol=2e-4)
     assert single.final["style"] < single.history["style"][0]
 
 
 def test_lbfgs_runs_through_the_generic_step(fast_compile):
-    config = small_config(num_steps=12, init="noise")
+    config = small_config(num_train_steps=12, init="noise")
     config.optimizer = ml_collections.ConfigDict({"name": "lbfgs", "learning_rate": 1.0})
     result = T.stylize(config, progress=False)
     total = result.history["total"]
@@ -190,7 +190,7 @@ def test_lbfgs_runs_through_the_generic_step(fast_compile):
 
 
 def test_preserve_color_keeps_the_content_chrominance(fast_compile):
-    config = small_config(preserve_color=True, num_steps=6)
+    config = small_config(preserve_color=True, num_train_steps=6)
     result = T.stylize(config, progress=False)
     content = images.load_image("skimage:chelsea", 48)
     got, want = rgb2yuv(result.images[0]), rgb2yuv(content)
@@ -204,11 +204,11 @@ def test_multiscale_blend_and_outputs(tmp_path, fast_compile):
     config = small_config(
         image_size=96,
         num_scales=2,
-        num_steps=4,
+        num_train_steps=4,
         style="skimage:immunohistochemistry,skimage:gravel",
         style_blend_weights="3,1",
         style_scale=0.75,
-        save_every=2,
+        save_every_steps=2,
         init="mix",
     )
     result = T.stylize(config, str(tmp_path), progress=False)
@@ -250,7 +250,7 @@ def test_bad_configs_fail_before_compiling():
         T.stylize(small_config(content="skimage:chelsea,skimage:coffee", pair_styles=True))
     with pytest.raises(ValueError, match="does not divide"):
         T.stylize(
-            small_config(content="skimage:chelsea,skimage:coffee,skimage:cat", strategy="pmap")
+            small_config(content="skimage:chelsea,skimage:coffee,skimage:cat", parallel="pmap")
         )
     with pytest.raises(ValueError, match="gatys, course, pytorch"):
         T.stylize(small_config(normalization="johnson"), progress=False)
@@ -260,8 +260,8 @@ def test_bad_configs_fail_before_compiling():
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, fast_compile):
     """Checkpoints of the optimised images: losing the newest ones costs only time."""
-    config = small_config(image_size=96, num_scales=2, num_steps=4)
-    config.checkpoint_every = 2
+    config = small_config(image_size=96, num_scales=2, num_train_steps=4)
+    config.checkpoint_every_steps = 2
     config.keep_checkpoints = 4
     whole = T.stylize(config, str(tmp_path), progress=False)
     checkpoints = tmp_path / "checkpoints"
@@ -279,10 +279,83 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, fast_compile):
         assert again.final == pytest.approx(whole.final, rel=1e-6)
 
 
+def test_a_corrupt_newest_checkpoint_falls_back_through_the_checkpointer(tmp_path, fast_compile):
+    """The shared Checkpointer's fallback: the unreadable step is set aside and named,
+    the previous one (of the other scale, with a shorter history) is used."""
+    config = small_config(image_size=96, num_scales=2, num_train_steps=4)
+    config.checkpoint_every_steps = 4
+    config.keep_checkpoints = 3
+    whole = T.stylize(config, str(tmp_path), progress=False)
+    checkpoints = tmp_path / "checkpoints"
+    for path in (checkpoints / "8").rglob("_METADATA"):
+        path.write_text("{ not json")
+    said = []
+    again = T.stylize(config, str(tmp_path), progress=False, announce=said.append)
+    assert "resuming after iteration 4 of 8 from the workdir's checkpoint" in said
+    assert [p.name for p in (checkpoints / "corrupt").iterdir()] == ["8-bad-metadata"]
+    np.testing.assert_allclose(again.images, whole.images, atol=1e-6)
+    assert again.history["step"] == list(range(8))
+
+
+def _with_old_names(workdir) -> dict:
+    """Rewrites ``workdir``'s config.json as runs before the training names wrote it:
+    num_steps, strategy, log_every, save_every, and no checkpoint cadence or keep."""
+    path = workdir / "config.json"
+    record = json.loads(path.read_text())
+    for old, new in T.OLD_NAMES.items():
+        if new in record and old != "checkpoint_every":
+            record[old] = record.pop(new)
+    record.pop("checkpoint_every_steps"), record.pop("keep_checkpoints")
+    path.write_text(json.dumps(record))
+    return record
+
+
+def test_a_workdir_saved_with_the_old_names_resumes(tmp_path, fast_compile):
+    config = small_config(num_train_steps=6)
+    config.checkpoint_every_steps = 3
+    config.keep_checkpoints = 3
+    whole = T.stylize(config, str(tmp_path), progress=False)
+    old = _with_old_names(tmp_path)
+    assert old["num_steps"] == 6 and "num_train_steps" not in old
+    shutil.rmtree(tmp_path / "checkpoints" / "6")
+    said = []
+    again = T.stylize(None, str(tmp_path), progress=False, announce=said.append)
+    notes = [line for line in said if "older field names" in line]
+    assert len(notes) == 1 and "num_steps, strategy, log_every, save_every" in notes[0], said
+    assert "resuming after iteration 3 of 6 from the workdir's checkpoint" in said
+    np.testing.assert_allclose(again.images, whole.images, atol=1e-6)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["num_train_steps"] == 6 and "num_steps" not in saved  # read once
+    assert saved["checkpoint_every_steps"] == 100 and saved["keep_checkpoints"] == 2
+    said.clear()
+    T.stylize(None, str(tmp_path), progress=False, announce=said.append)
+    assert not [line for line in said if "older field names" in line]
+
+
+def test_old_and_missing_names_in_a_given_config(tmp_path):
+    config = small_config()
+    config.num_steps = 3  # the old name beside the new one
+    with pytest.raises(ValueError, match="sets both num_steps and num_train_steps"):
+        T.stylize(config, progress=False)
+    config = small_config()
+    del config["keep_checkpoints"]
+    with pytest.raises(ValueError, match="has no keep_checkpoints; start from"):
+        T.stylize(config, progress=False)
+
+
+def test_progress_is_one_line_per_log_step(fast_compile):
+    said = []
+    T.stylize(small_config(num_train_steps=4, log_every_steps=2), announce=said.append)
+    lines = [line for line in said if line.startswith("step ")]
+    assert [line.split(" | ")[0] for line in lines] == ["step 2/4 (50%)", "step 4/4 (100%)"]
+    assert "content=" in lines[0] and "style=" in lines[0] and "compile" in lines[0]
+    assert "steps/s" in lines[1] and lines[1].endswith("ETA 0:00:00")  # no evaluations to come
+
+
 def test_a_workdir_keeps_its_config(tmp_path):
-    save_config(small_config(num_steps=2), str(tmp_path))
-    with pytest.raises(ValueError, match="num_steps: 2 -> 3"):
-        T.stylize(small_config(num_steps=3), str(tmp_path), progress=False)
+    save_config(small_config(num_train_steps=2), str(tmp_path))
+    with pytest.raises(ValueError, match="num_train_steps: 2 -> 3"):
+        T.stylize(small_config(num_train_steps=3), str(tmp_path), progress=False)
     with pytest.raises(ValueError, match="no config given"):
         T.stylize(None, str(tmp_path / "empty"), progress=False)
 
@@ -297,7 +370,7 @@ def test_stylize_script_smoke_run_and_rerun_from_the_workdir_alone(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
     script = os.path.join(root, "experiments", "stylize.py")
     config = f"--config={os.path.join(root, 'configs', 'style_transfer.py')}:smoke"
-    overrides = ["--config.content=skimage:coffee", "--config.num_steps=6"]
+    overrides = ["--config.content=skimage:coffee", "--config.num_train_steps=6"]
     runs = []
     for args in ([config, *overrides], []):
         cmd = [sys.executable, script, *args, f"--workdir={tmp_path}"]

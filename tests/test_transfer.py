@@ -166,6 +166,42 @@ def save_checkpoint(tmp_path, variables, step=7):
     checkpointer.close()
 
 
+def test_pretrained_falls_back_past_a_corrupt_step_and_changes_nothing(tmp_path, capfd):
+    """The same fallback as a training run's restore: the newest readable step is used
+    and the unreadable one named, but a reader moves nothing in the source workdir."""
+    older, newer = init(tiny_resnet(num_classes=3), seed=1), init(tiny_resnet(num_classes=3), 4)
+    save_checkpoint(tmp_path, older, step=7)
+    save_checkpoint(tmp_path, newer, step=9)
+    target_model = tiny_resnet(num_classes=3)
+    fresh = init(target_model, seed=2)
+    loaded = load_pretrained(target_model, fresh, tmp_path)
+    want = newer["params"]["conv1"]["kernel"]
+    np.testing.assert_array_equal(loaded["params"]["conv1"]["kernel"], want)
+    for path in (tmp_path / "checkpoints" / "9").rglob("_METADATA"):
+        path.write_text("{ not json")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    loaded = load_pretrained(target_model, fresh, tmp_path)
+    want = older["params"]["conv1"]["kernel"]
+    np.testing.assert_array_equal(loaded["params"]["conv1"]["kernel"], want)
+    assert "Checkpoint step 9 is unreadable (" in capfd.readouterr().err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing moved
+
+
+def test_the_checkpoint_layout_has_one_owner():
+    from convjax import checkpoint_layout
+    from convjax.runs import workdir
+    from convjax.train import checkpointing
+
+    state = TrainState.create(
+        params={"w": np.zeros(2)},
+        tx=make_optimizer({"name": "sgd", "learning_rate": 0.1}, 1),
+        rng=jax.random.PRNGKey(0),
+    )
+    assert tuple(state.checkpoint_items()) == checkpoint_layout.ITEMS
+    assert workdir.CHECKPOINT_DIR is checkpoint_layout.CHECKPOINT_DIR
+    assert checkpointing.CORRUPT_DIR is checkpoint_layout.CORRUPT_DIR
+
+
 def test_pretrained_checkpoint_into_a_new_head(tmp_path):
     source = init(tiny_resnet(num_classes=3), seed=1)
     save_checkpoint(tmp_path, source)

@@ -7,17 +7,23 @@ import sys
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
+from convjax.analysis.attributions import OCCLUSION_TITLE, attribution_figure
+from convjax.analysis.mining import eval_batches
+from convjax.analysis.network import zoo_dataset
+from convjax.analysis.plan import first_layer_kernel, make_plan
 from convjax.models.taps import extract_features
 from convjax.runs import visualize as viz_run
 from convjax.runs import workdir as workdirs
+from convjax.viz.grids import filter_figure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def lenet():
-    dataset = viz_run.zoo_dataset("sklearn_digits", image_size=32, channels=1)
+    dataset = zoo_dataset("sklearn_digits", image_size=32, channels=1)
     return viz_run.network_from_zoo("lenet5", dataset=dataset, seed=1)
 
 
@@ -48,7 +54,7 @@ def test_visualize_writes_everything_and_mines_exactly(lenet, tmp_path):
         assert expected in figures["files"]
 
     # The saved top-9 equals sorting every response of the first 40 eval images.
-    images = np.concatenate([b["image"] for b in viz_run.eval_batches(lenet.dataset, 8, 40)])[:40]
+    images = np.concatenate([b["image"] for b in eval_batches(lenet.dataset, 8, 40)])[:40]
     acts = jax.jit(lambda x: extract_features(lenet.model, lenet.variables, x, ["conv2"]))(images)
     act = np.asarray(acts["conv2"])
     best = act.max(axis=(1, 2))  # [N, U]
@@ -61,17 +67,50 @@ def test_visualize_writes_everything_and_mines_exactly(lenet, tmp_path):
         np.testing.assert_array_equal(act[order, y, x, unit], best[order, unit])
 
 
+def test_filters_are_labelled_and_scaled_up(lenet, tmp_path):
+    """LeNet-5's first layer, 6 filters 5x5: each numbered in a cell of ~100 px."""
+    kernel = first_layer_kernel(lenet, (1, 32, 32, 1))
+    assert kernel.shape == (5, 5, 1, 6)
+    figure = filter_figure(kernel, "conv1")
+    shown = [ax for ax in figure.axes if ax.images]
+    assert [ax.get_title() for ax in shown] == [str(i) for i in range(6)]
+    for ax, i in zip(shown, range(6), strict=True):  # each cell is its own filter, 0..1
+        f = kernel[..., 0, i]
+        want = (f - f.min()) / (f.max() - f.min())
+        np.testing.assert_allclose(ax.images[0].get_array(), want, rtol=1e-5)
+    viz_run.visualize(
+        lenet, str(tmp_path), layers=["conv1"], units="0-1", num_images=8, batch_size=8,
+        strategy="jit", attribution_images=0, log=lambda line: None,
+    )  # fmt: skip
+    width, height = Image.open(tmp_path / "filters.png").size
+    assert width >= 3 * 90 and height >= 2 * 90, (width, height)
+
+
+def test_occlusion_maps_have_a_colour_scale(lenet):
+    plan = make_plan(lenet, ["conv1", "conv2"], "0-1")
+    images = next(eval_batches(lenet.dataset, 8))["image"][:2]
+    figure = attribution_figure(lenet, plan, images, "conv2")
+    bars = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 2  # one per row
+    titles = [ax.get_title() for ax in figure.axes]
+    assert OCCLUSION_TITLE in titles
+    occlusion = [ax for ax in figure.axes if ax.get_title() == OCCLUSION_TITLE][0]
+    low, high = occlusion.images[0].get_clim()
+    bar_low, bar_high = bars[0].get_ylim()
+    assert (bar_low, bar_high) == pytest.approx((low, high))
+
+
 def test_bad_layers_and_units(lenet):
     with pytest.raises(
         ValueError, match=r"Unknown layer\(s\) \['conv9'\]; valid taps: conv1, conv2"
     ):
-        viz_run.make_plan(lenet, ["conv9"])
+        make_plan(lenet, ["conv9"])
     with pytest.raises(ValueError, match=r"\['fc1'\] have no spatial axes.*conv1, conv2"):
-        viz_run.make_plan(lenet, ["conv1", "fc1"])
+        make_plan(lenet, ["conv1", "fc1"])
     with pytest.raises(ValueError, match="out of range for conv1"):
-        viz_run.make_plan(lenet, ["conv1"], "0-6")
+        make_plan(lenet, ["conv1"], "0-6")
     with pytest.raises(ValueError, match="'all' or ranges"):
-        viz_run.make_plan(lenet, ["conv1"], "first")
+        make_plan(lenet, ["conv1"], "first")
 
 
 def test_workdir_without_checkpoint(tmp_path):

@@ -1,4 +1,7 @@
-"""Face verification and one-shot recognition: array math, no files and no training.
+"""Face verification and one-shot recognition: array math, no training.
+
+The one file format is the gallery's ``.npz`` (:meth:`Gallery.save` / ``load``, no
+pickle); where it goes, and every other file, is the driver's business.
 
 - :mod:`convjax.face.metrics`: ROC, AUC, EER, TAR@FAR, ROC figure.
 - :mod:`convjax.face.thresholds`: thresholds chosen on validation pairs, LFW 10-fold.

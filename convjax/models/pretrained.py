@@ -4,11 +4,11 @@ Two sources, neither read through pickle:
 
 - a torchvision state dict exported as ``.safetensors`` / ``.npz``, converted by
   :mod:`convjax.models.convert`;
-- a convjax run: its workdir (the ``checkpoints/`` folder inside is used) or a
-  checkpoint folder. These are orbax checkpoints whose items hold ``params`` and
-  ``model_state`` (the layout :class:`convjax.train.state.TrainState` saves); they are
-  read here with orbax directly, without a restore target, so a model with another
-  head can take the weights of the one that was trained.
+- a convjax run: its workdir or a checkpoint folder, read through
+  :mod:`convjax.checkpoint_layout` (the layout's one owner) without a restore
+  target, so a model with another head can take the weights of the one that was
+  trained. The newest readable step is used: an unreadable one is named and the
+  previous one read, and nothing in the run's folder is changed.
 """
 
 from __future__ import annotations
@@ -19,15 +19,13 @@ from typing import Any
 
 import flax.linen as nn
 import numpy as np
-import orbax.checkpoint as ocp
 
+from convjax.checkpoint_layout import MODEL_STATE, PARAMS, read_newest
 from convjax.models.convert import convert_torchvision, load_state_dict
 from convjax.models.transfer import compile_patterns, flat_paths, unflatten_paths
 
 PyTree = Any
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".npz")
-# Where a convjax workdir keeps its orbax checkpoints (convjax.runs.workdir.CHECKPOINT_DIR).
-CHECKPOINT_SUBDIR = "checkpoints"
 
 
 def is_weights_file(source: str) -> bool:
@@ -48,22 +46,13 @@ def check_source(source: str) -> None:
 def load_checkpoint_variables(directory: str | os.PathLike, step: int | None = None) -> PyTree:
     """``{'params': ..., 'batch_stats': ...}`` (numpy) from a convjax orbax checkpoint.
 
-    ``directory`` is a workdir (its ``checkpoints/`` is used) or a checkpoint
-    directory; ``step`` defaults to the latest.
+    ``directory`` is a workdir or a checkpoint directory; ``step`` defaults to the
+    newest readable one (:func:`convjax.checkpoint_layout.read_newest`).
     """
-    directory = os.path.abspath(os.fspath(directory))
-    if os.path.isdir(os.path.join(directory, CHECKPOINT_SUBDIR)):
-        directory = os.path.join(directory, CHECKPOINT_SUBDIR)
-    if not os.path.isdir(directory):
-        raise ValueError(f"No checkpoint directory at {directory!r}")
-    with ocp.CheckpointManager(directory) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise ValueError(f"No checkpoint saved in {directory!r}")
-        items = manager.restore(step, args=ocp.args.StandardRestore())
-    if "params" not in items:
-        raise ValueError(f"Checkpoint {directory!r} step {step} has no 'params'")
-    return {"params": items["params"], **dict(items.get("model_state") or {})}
+    step, items = read_newest(directory, step)
+    if PARAMS not in items:
+        raise ValueError(f"Checkpoint {os.fspath(directory)!r} step {step} has no {PARAMS!r}")
+    return {"params": items[PARAMS], **dict(items.get(MODEL_STATE) or {})}
 
 
 def _merge(

@@ -78,11 +78,6 @@ def train_kwargs(model: nn.Module, train: bool) -> dict[str, bool]:
     return {"train": train} if accepts else {}
 
 
-def _mutable(train: bool) -> list[str]:
-    # Training mode updates BatchNorm statistics; taps never return them.
-    return ["intermediates", "batch_stats"] if train else ["intermediates"]
-
-
 def list_layers(
     model: nn.Module,
     input_shape: Sequence[int],

@@ -33,21 +33,35 @@ import numpy as np
 from convjax.models.features import MIN_SIZE, FeatureNet, build_feature_net
 from convjax.ops.images import fit_image, resize_image
 from convjax.runs import images, lock
-from convjax.runs.workdir import CHECKPOINT_DIR, CONFIG_JSON, config_diff, load_config, save_config
+from convjax.runs.workdir import (
+    CHECKPOINT_DIR,
+    CONFIG_JSON,
+    ConfigChangedError,
+    config_diff,
+    load_config,
+    save_config,
+)
 from convjax.style import color
 from convjax.style.inputs import blend_weights, check_init, initial_images, scale_sizes
 from convjax.tasks import get_task
 from convjax.tasks.style import COST_NAMES, StyleTransferTask, build_batch
-from convjax.train.checkpointing import Checkpointer, CorruptCheckpointError
-from convjax.train.loop import Every, evaluate, run_steps
+from convjax.train.checkpointing import Checkpointer, CheckpointMismatchError
+from convjax.train.loop import Every, Progress, evaluate, run_steps
 from convjax.train.optimizers import make_optimizer
 from convjax.train.parallel import JitStrategy, ShardMapStrategy, Strategy, get_strategy
 from convjax.train.state import TrainState
 
 COSTS_JSON = "costs.json"
-CHECKPOINT_EVERY = 100  # iterations between checkpoints (and at the end of every scale)
 STYLIZE_COMMAND = "python experiments/stylize.py --config=configs/style_transfer.py --workdir={}"
-_TASK_FIELDS = (
+# The fields of a style-transfer config (configs/style_transfer.py holds their defaults).
+FIELDS = (
+    "content", "style", "style_blend_weights", "pair_styles", "image_size", "style_scale",
+    "preserve_color", "num_scales", "init", "init_noise_ratio", "network", "content_layers",
+    "style_layers", "normalization", "content_weight", "style_weight", "tv_weight", "tv_kind",
+    "optimizer", "num_train_steps", "parallel", "seed", "log_every_steps",
+    "checkpoint_every_steps", "keep_checkpoints", "save_every_steps",
+)  # fmt: skip
+TASK_FIELDS = (
     "content_layers",
     "style_layers",
     "content_weight",
@@ -56,12 +70,26 @@ _TASK_FIELDS = (
     "normalization",
     "tv_kind",
 )
-_DEFAULT_OPTIMIZER = {"name": "adam", "learning_rate": 0.02}
-
-
-def _get(config: Mapping[str, Any], key: str, default: Any) -> Any:
-    value = config.get(key, default) if hasattr(config, "get") else default
-    return default if value is None else value
+# The names style transfer used before it took the training run's; a config (a saved
+# config.json) with them is read once with a note and saved with the new names.
+OLD_NAMES = {
+    "num_steps": "num_train_steps",
+    "strategy": "parallel",
+    "log_every": "log_every_steps",
+    "checkpoint_every": "checkpoint_every_steps",
+    "save_every": "save_every_steps",
+}
+# What a run with the old names did for fields its config did not have.
+OLD_IMPLICIT = {"checkpoint_every_steps": 100, "keep_checkpoints": 2}
+# Fields a resumed run may change: cadences and the parallel strategy. Any other
+# difference from the workdir's config.json is refused.
+RESUME_FREE_FIELDS = (
+    "parallel",
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "save_every_steps",
+)
 
 
 def split_specs(spec: str | Sequence[str]) -> list[str]:
@@ -84,7 +112,77 @@ def choose_strategy(name: str, batch_size: int) -> Strategy:
     return JitStrategy() if n == 1 else ShardMapStrategy(jax.devices()[:n])
 
 
-# --------------------------------------------------------------------------- the plan
+# --------------------------------------------------------------------------- the config
+
+
+def with_current_names(
+    config: ml_collections.ConfigDict, where: str
+) -> tuple[ml_collections.ConfigDict, str | None]:
+    """``config`` with the old field names (:data:`OLD_NAMES`) renamed, and a one-line
+    note saying so (``None`` when it had none). ``where`` names the config in the note."""
+    old = [name for name in OLD_NAMES if name in config]
+    if not old:
+        return config, None
+    both = [name for name in old if OLD_NAMES[name] in config]
+    if both:
+        raise ValueError(
+            f"{where} sets both {both[0]} and {OLD_NAMES[both[0]]} (its current name); "
+            f"set {OLD_NAMES[both[0]]} only"
+        )
+    record = config.to_dict()
+    for name in old:
+        record[OLD_NAMES[name]] = record.pop(name)
+    for name, value in OLD_IMPLICIT.items():
+        record.setdefault(name, value)
+    note = (
+        f"{where} uses the older field names {', '.join(old)}; read as "
+        f"{', '.join(OLD_NAMES[n] for n in old)}"
+    )
+    return ml_collections.ConfigDict(record), note
+
+
+def check_fields(config: ml_collections.ConfigDict) -> None:
+    """Raises a one-line ``ValueError`` naming the fields ``config`` lacks."""
+    missing = [name for name in FIELDS if name not in config]
+    if missing:
+        raise ValueError(
+            f"the style-transfer config has no {', '.join(missing)}; start from "
+            "configs/style_transfer.py (get_config()), which sets every field"
+        )
+
+
+def resolve_config(
+    config: ml_collections.ConfigDict | None, workdir: str | None
+) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """The config to run and the notes to show: ``config``, or the workdir's
+    ``config.json`` when ``config`` is ``None``. A ``config`` that differs from the
+    saved one in more than :data:`RESUME_FREE_FIELDS` is refused
+    (:class:`~convjax.runs.workdir.ConfigChangedError`, with the fields that differ)."""
+    notes, saved = [], None
+    if workdir is not None and os.path.isfile(os.path.join(workdir, CONFIG_JSON)):
+        saved, note = with_current_names(load_config(workdir), os.path.join(workdir, CONFIG_JSON))
+        notes += [note] if note else []
+    if config is None:
+        if saved is None:
+            raise ValueError(
+                f"no config given and no {CONFIG_JSON} in {workdir}; start a run with "
+                + STYLIZE_COMMAND.format(workdir or "DIR")
+            )
+        config = saved
+    else:
+        config, note = with_current_names(config, "the config")
+        notes += [note] if note else []
+    if saved is not None:
+        free = lambda name: name.split(".")[0] not in RESUME_FREE_FIELDS  # noqa: E731
+        diff = config_diff(saved, config, only=free)
+        if diff:
+            raise ConfigChangedError(
+                f"{workdir} holds a style-transfer run with another config; fields that "
+                f"differ (saved -> given): {'; '.join(diff)}. Give the workdir alone to "
+                "continue the saved run, or use a new --workdir."
+            )
+    check_fields(config)
+    return config, notes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,10 +196,10 @@ class Plan:
     weights: np.ndarray  # [S] blend weights
     preserve_color: bool
     init: str
-    num_steps: int  # per scale
-    log_every: int
-    save_every: int
-    checkpoint_every: int
+    num_train_steps: int  # per scale
+    log_every_steps: int
+    save_every_steps: int
+    checkpoint_every_steps: int
     seed: int
     config: Mapping[str, Any]
 
@@ -111,81 +209,56 @@ class Plan:
         return 1 if self.preserve_color else 3
 
 
-def read_plan(config: Mapping[str, Any]) -> Plan:
-    """Reads ``config`` (see configs/style_transfer.py); bad values raise ``ValueError``."""
-    defaults = StyleTransferTask()
-    fields = {key: _get(config, key, getattr(defaults, key)) for key in _TASK_FIELDS}
+def read_plan(config: ml_collections.ConfigDict) -> Plan:
+    """Reads ``config`` (every field of configs/style_transfer.py, see
+    :func:`check_fields`); bad values raise ``ValueError``."""
+    check_fields(config)
+    fields = {key: config[key] for key in TASK_FIELDS}
     fields["content_layers"] = dict(fields["content_layers"])
     fields["style_layers"] = dict(fields["style_layers"])
     task = get_task("style_transfer", **fields)
-    content_specs = split_specs(_get(config, "content", "skimage:chelsea"))
-    style_specs = split_specs(_get(config, "style", "skimage:immunohistochemistry"))
-    pair_styles = bool(_get(config, "pair_styles", False))
+    content_specs, style_specs = split_specs(config.content), split_specs(config.style)
+    pair_styles = bool(config.pair_styles)
     if pair_styles and len(style_specs) != len(content_specs):
         raise ValueError(
             f"pair_styles needs one style per content image; got {len(content_specs)} "
             f"content and {len(style_specs)} style image(s)"
         )
-    preserve_color = bool(_get(config, "preserve_color", False))
+    preserve_color = bool(config.preserve_color)
     if preserve_color and len(content_specs) > 1 and not pair_styles:
         raise ValueError(
             "preserve_color with several content images needs pair_styles=True "
             "(each style's luminance is matched to its own content image)"
         )
-    init = str(_get(config, "init", "content"))
-    check_init(init)
+    check_init(str(config.init))
     return Plan(
         task=task,
         content_specs=content_specs,
         style_specs=style_specs,
         pair_styles=pair_styles,
-        weights=blend_weights(_get(config, "style_blend_weights", None), len(style_specs)),
+        weights=blend_weights(config.style_blend_weights, len(style_specs)),
         preserve_color=preserve_color,
-        init=init,
-        num_steps=int(_get(config, "num_steps", 300)),
-        log_every=max(1, int(_get(config, "log_every", 10))),
-        save_every=int(_get(config, "save_every", 0)),
-        checkpoint_every=int(_get(config, "checkpoint_every", CHECKPOINT_EVERY)),
-        seed=int(_get(config, "seed", 0)),
+        init=str(config.init),
+        num_train_steps=int(config.num_train_steps),
+        log_every_steps=max(1, int(config.log_every_steps)),
+        save_every_steps=int(config.save_every_steps),
+        checkpoint_every_steps=int(config.checkpoint_every_steps),
+        seed=int(config.seed),
         config=config,
     )
-
-
-def resolve_config(
-    config: ml_collections.ConfigDict | None, workdir: str | None
-) -> ml_collections.ConfigDict:
-    """The config to run: ``config``, or the workdir's ``config.json`` when ``config`` is
-    ``None``. A ``config`` that differs from the one saved in ``workdir`` is refused."""
-    saved = workdir is not None and os.path.isfile(os.path.join(workdir, CONFIG_JSON))
-    if config is None:
-        if not saved:
-            raise ValueError(
-                f"no config given and no {CONFIG_JSON} in {workdir}; start a run with "
-                + STYLIZE_COMMAND.format(workdir or "DIR")
-            )
-        return load_config(workdir)
-    if saved:
-        diff = config_diff(load_config(workdir), config)
-        if diff:
-            raise ValueError(
-                f"{workdir} holds a style-transfer run with another config; fields that "
-                f"differ (saved -> given): {'; '.join(diff)}. Give the workdir alone to "
-                "continue the saved run, or use a new --workdir."
-            )
-    return config
 
 
 # --------------------------------------------------------------------------- inputs
 
 
 def _feature_net(plan: Plan) -> FeatureNet:
-    network = _get(plan.config, "network", {})
+    network = plan.config["network"]
     return build_feature_net(
         plan.task.layers,
-        arch=str(_get(network, "arch", "vgg19")),
-        pool=str(_get(network, "pool", "avg")),
-        weights=_get(network, "weights", None) or None,
-        seed=int(_get(network, "seed", 0)),
+        arch=str(network.arch),
+        pool=str(network.pool),
+        weights=network.weights or None,
+        seed=int(network.seed),
     )
 
 
@@ -196,7 +269,7 @@ def _scale_inputs(
     ``style_scale``, and what the network sees of each (luminance with
     ``preserve_color``: each style's matched to its content's mean and std)."""
     contents_rgb = np.stack([resize_image(c, size) for c in contents_full])
-    style_side = max(1, round(float(_get(plan.config, "style_scale", 1.0)) * max(size)))
+    style_side = max(1, round(float(plan.config["style_scale"]) * max(size)))
     styles_rgb = [fit_image(s, style_side) for s in styles_full]
     if not plan.preserve_color:
         return contents_rgb, styles_rgb, contents_rgb, styles_rgb
@@ -238,18 +311,26 @@ class StylizeResult:
 
 
 class _Recorder:
-    """Takes each iteration's costs: checks them, keeps the history, moves the bar."""
+    """Takes each iteration's costs: checks them, keeps the history, and every
+    ``log_every_steps`` iterations says the training run's progress line
+    (:class:`convjax.train.loop.Progress`) through ``say`` (``None``: silent)."""
 
-    def __init__(self, history: dict[str, list], total: int, log_every: int, progress: bool):
-        self.history = history
-        self.log_every = log_every
-        self.bar = None
-        if progress:
-            from tqdm.auto import tqdm
+    def __init__(
+        self,
+        history: dict[str, list],
+        total: int,
+        log_every_steps: int,
+        say: Callable[[str], None] | None,
+    ):
+        self.history, self.total, self.log_every_steps = history, total, log_every_steps
+        self.say = say
+        self.progress = Progress(len(history["step"]), total, eval_every=None)
 
-            self.bar = tqdm(total=total, initial=len(history["step"]), desc="stylize", unit="it")
+    def timed(self, train_step: Callable, scale: int) -> Callable:
+        """The first scale's step, its compile timed apart (the progress line shows it)."""
+        return self.progress.timed_first_call(train_step, "train" if scale == 0 else f"s{scale}")
 
-    def on_step(self, iteration: int, scale: int, last: bool, costs: Mapping[str, float]) -> None:
+    def on_step(self, iteration: int, scale: int, costs: Mapping[str, float]) -> None:
         bad = [k for k, v in costs.items() if not math.isfinite(float(v))]
         if bad:
             raise FloatingPointError(
@@ -260,14 +341,10 @@ class _Recorder:
         self.history["scale"].append(scale)
         for k in COST_NAMES:
             self.history[k].append(costs[k])
-        if self.bar is not None and ((iteration + 1) % self.log_every == 0 or last):
-            self.bar.n = iteration + 1
-            self.bar.set_postfix({k: f"{costs[k]:.3g}" for k in COST_NAMES}, refresh=False)
-            self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        done = iteration + 1
+        if self.say is not None and (done % self.log_every_steps == 0 or done == self.total):
+            self.progress.update(done)
+            self.say(self.progress.line(done, {k: costs[k] for k in COST_NAMES}))
 
 
 def _empty_history() -> dict[str, list]:
@@ -283,10 +360,11 @@ def _history_arrays(history: Mapping[str, Sequence[float]]) -> dict[str, np.ndar
 
 
 class _ImageCheckpoints:
-    """Orbax checkpoints of the optimised images' TrainState and the cost history,
-    numbered by the iterations done over all scales."""
+    """Orbax checkpoints (:class:`~convjax.train.checkpointing.Checkpointer`, in the
+    workdir's checkpoint folder) of the optimised images' TrainState and the cost
+    history, numbered by the iterations done over all scales."""
 
-    def __init__(self, workdir: str, keep: int):
+    def __init__(self, workdir: str, keep: int | None):
         self.checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=keep)
 
     def save(self, done: int, host_state: TrainState, history: Mapping[str, list]) -> None:
@@ -294,18 +372,26 @@ class _ImageCheckpoints:
         self.checkpointer.save(done, items)
 
     def restore(
-        self, target: Callable[[int], TrainState], announce: Callable[[str], None]
+        self, target: Callable[[int], TrainState]
     ) -> tuple[int, TrainState, dict[str, list]] | None:
-        """The newest readable checkpoint: (iterations done, host state, history)."""
-        for done in reversed(self.checkpointer.all_steps()):
+        """The newest readable checkpoint: (iterations done, host state, history).
+
+        :meth:`Checkpointer.restore` sets an unreadable newest step aside (naming it)
+        and tries the previous one; that one holds a shorter history, and may be of
+        another scale, so its target is built again from its own step number.
+        """
+        while (done := self.checkpointer.latest_step()) is not None:
             state = target(done)
             history = {k: np.zeros(done) for k in _empty_history()}
             items = {**state.checkpoint_items(), "history": _history_arrays(history)}
             try:
-                restored = self.checkpointer.restore(items, step=done)
-            except CorruptCheckpointError as error:
-                announce(f"{error}; trying the previous checkpoint")
+                restored = self.checkpointer.restore(items)
+            except CheckpointMismatchError:
+                if self.checkpointer.latest_step() == done:
+                    raise  # not a fallback: the newest readable step does not fit
                 continue
+            if restored is None:
+                return None
             history = {k: v.tolist() for k, v in restored.pop("history").items()}
             return done, state.replace_from_checkpoint(restored), history
         return None
@@ -316,9 +402,7 @@ class _ImageCheckpoints:
 
 def _fresh_state(plan: Plan, start: np.ndarray) -> TrainState:
     """A host TrainState for images ``start: [N, h, w, C]`` with the task's optimizer."""
-    tx = plan.task.make_optimizer(
-        _get(plan.config, "optimizer", _DEFAULT_OPTIMIZER), plan.num_steps, make_optimizer
-    )
+    tx = plan.task.make_optimizer(plan.config["optimizer"], plan.num_train_steps, make_optimizer)
     key = jax.random.key_data(jax.random.key(plan.seed))
     state = TrainState.create(params={"image": jnp.asarray(start)}, tx=tx, rng=key)
     # Host copies, so no two leaves share a buffer (L-BFGS keeps the params in its
@@ -333,19 +417,20 @@ def _run_scale(
     batch: dict[str, np.ndarray],
     state: TrainState,
     *,
+    train_step: Callable,
     on_step: Callable[[int, dict[str, float]], None],
     every: Sequence[Every],
 ) -> tuple[TrainState, dict[str, float]]:
-    """Runs the host ``state`` from its step to ``plan.num_steps`` through the generic
-    train step; returns the host state and the costs at its images (the eval step)."""
-    train_step = strategy.compile_train_step(plan.task.loss_fn(feature_net))
+    """Runs the host ``state`` from its step to ``plan.num_train_steps`` through the
+    compiled generic ``train_step``; returns the host state and the costs at its
+    images (the eval step)."""
     placed = run_steps(
         train_step,
         strategy.put_state(state),
         itertools.repeat(strategy.put_batch(batch)),
         get_metrics=strategy.get_metrics,
         start_step=int(state.step),
-        num_steps=plan.num_steps,
+        num_steps=plan.num_train_steps,
         log_every=1,  # every iteration's costs go into the history
         on_log=on_step,
         every=every,
@@ -365,25 +450,27 @@ def _callbacks(
     scale: int,
     contents_rgb: np.ndarray,
 ) -> list[Every]:
-    """Snapshots every ``save_every`` iterations (``iterations/scale<s>_<step>_<i>.png``)
-    and checkpoints every ``checkpoint_every`` and at the end of the scale."""
+    """Snapshots every ``save_every_steps`` iterations
+    (``iterations/scale<s>_<step>_<i>.png``) and checkpoints every
+    ``checkpoint_every_steps`` and at the end of the scale."""
     every = []
-    if workdir and plan.save_every > 0:
+    if workdir and plan.save_every_steps > 0:
 
         def snapshot(step: int, state: TrainState) -> None:
-            if step % plan.save_every == 0:
+            if step % plan.save_every_steps == 0:
                 opt = np.asarray(strategy.get_state(state.params)["image"])
                 for i, image in enumerate(_outputs(opt, contents_rgb, plan.preserve_color)):
                     name = f"scale{scale}_{step:05d}_{i}.png"
                     images.save_png(image, os.path.join(workdir, "iterations", name))
 
-        every.append(Every(plan.save_every, snapshot))
+        every.append(Every(plan.save_every_steps, snapshot))
     if checkpoints is not None:
 
         def checkpoint(step: int, state: TrainState) -> None:
-            checkpoints.save(scale * plan.num_steps + step, strategy.get_state(state), history)
+            done = scale * plan.num_train_steps + step
+            checkpoints.save(done, strategy.get_state(state), history)
 
-        every.append(Every(plan.checkpoint_every, checkpoint))
+        every.append(Every(plan.checkpoint_every_steps, checkpoint))
     return every
 
 
@@ -397,11 +484,11 @@ class _Inputs:
 
 
 def _load_inputs(plan: Plan) -> _Inputs:
-    first = images.load_image(plan.content_specs[0], int(_get(plan.config, "image_size", 256)))
+    first = images.load_image(plan.content_specs[0], int(plan.config["image_size"]))
     size = first.shape[:2]
     contents = np.stack([first] + [images.load_image(s, size) for s in plan.content_specs[1:]])
     styles = [images.read_image(s) for s in plan.style_specs]
-    sizes = scale_sizes(size, int(_get(plan.config, "num_scales", 1)), MIN_SIZE)
+    sizes = scale_sizes(size, int(plan.config["num_scales"]), MIN_SIZE)
     return _Inputs(contents, styles, sizes)
 
 
@@ -414,7 +501,7 @@ def _resume(
     """(first scale to run, its restored host state or None, the history so far)."""
     if checkpoints is None:
         return 0, None, _empty_history()
-    n, total = plan.num_steps, plan.num_steps * len(inputs.sizes)
+    n, total = plan.num_train_steps, plan.num_train_steps * len(inputs.sizes)
 
     def target(done: int) -> TrainState:
         if not 0 < done <= total:
@@ -422,12 +509,23 @@ def _resume(
         h, w = inputs.sizes[(done - 1) // n]
         return _fresh_state(plan, np.zeros((len(inputs.contents), h, w, plan.channels)))
 
-    resumed = checkpoints.restore(target, say)
+    resumed = checkpoints.restore(target)
     if resumed is None:
         return 0, None, _empty_history()
     done, state, history = resumed
     say(f"resuming after iteration {done} of {total} from the workdir's checkpoint")
     return (done - 1) // n, state, history
+
+
+def _start_state(
+    plan: Plan, content_net: np.ndarray, size: Sequence[int], previous: np.ndarray | None
+) -> TrainState:
+    """A scale's first state: the previous scale's result resized, else the
+    configured start images."""
+    if previous is not None:
+        return _fresh_state(plan, np.stack([resize_image(c, size) for c in previous]))
+    ratio = float(plan.config["init_noise_ratio"])
+    return _fresh_state(plan, initial_images(content_net, plan.init, ratio, plan.seed))
 
 
 def _optimise(
@@ -455,22 +553,21 @@ def _optimise(
         batch = build_batch(
             feature_net, plan.task, content_net, styles_net, plan.weights, plan.pair_styles
         )
-        if current is not None:
-            state = _fresh_state(plan, np.stack([resize_image(c, size) for c in current]))
-        elif state is None:
-            ratio = float(_get(plan.config, "init_noise_ratio", 0.5))
-            state = _fresh_state(plan, initial_images(content_net, plan.init, ratio, plan.seed))
-        offset = scale * plan.num_steps
+        if state is None or current is not None:
+            state = _start_state(plan, content_net, size, current)
+        offset = scale * plan.num_train_steps
 
         def on_step(step: int, costs: dict[str, float], scale=scale, offset=offset) -> None:
-            recorder.on_step(offset + step - 1, scale, step == plan.num_steps, costs)
+            recorder.on_step(offset + step - 1, scale, costs)
 
         every = _callbacks(
             plan, strategy, workdir, checkpoints, recorder.history, scale, contents_rgb
         )
+        train_step = strategy.compile_train_step(plan.task.loss_fn(feature_net))
         state, final = _run_scale(
-            plan, feature_net, strategy, batch, state, on_step=on_step, every=every
-        )
+            plan, feature_net, strategy, batch, state,
+            train_step=recorder.timed(train_step, scale), on_step=on_step, every=every,
+        )  # fmt: skip
         current = np.asarray(state.params["image"])
     return current, final, contents_rgb, styles_rgb
 
@@ -486,17 +583,42 @@ def stylize(
 
     ``config=None`` continues the run saved in ``workdir`` (its ``config.json``). With a
     ``workdir`` it writes ``config.json``, orbax checkpoints (``checkpoints/``, every
-    ``checkpoint_every`` iterations and at the end of every scale; a rerun resumes
-    from the newest), ``result.png`` (``result_<i>.png`` for a batch), ``panel.png``
-    (content | style(s) | result), ``cost_curves.png``, ``costs.json`` and, every
-    ``save_every`` iterations, ``iterations/scale<s>_<step>_<i>.png``. ``announce``
-    receives one-line messages: which feature network (pretrained or random) and
-    which parallel strategy run, and where a run resumes. The workdir is held
+    ``checkpoint_every_steps`` iterations and at the end of every scale; a rerun
+    resumes from the newest readable one), ``result.png`` (``result_<i>.png`` for a
+    batch), ``panel.png`` (content | style(s) | result), ``cost_curves.png``,
+    ``costs.json`` and, every ``save_every_steps`` iterations,
+    ``iterations/scale<s>_<step>_<i>.png``.
+
+    ``announce`` receives one-line messages: which feature network (pretrained or
+    random) and which parallel strategy run, where a run resumes, and a note when a
+    saved config used older field names. With ``progress``, a progress line (the
+    training run's: iteration, costs, rate, ETA) every ``log_every_steps`` iterations
+    goes to ``announce`` (``print`` when it is ``None``). The workdir is held
     (:func:`convjax.runs.lock.hold`): a second run there is refused.
     """
     held = bool(workdir) and (config is not None or os.path.isdir(workdir))
     with lock.hold(workdir or ".", enabled=held and jax.process_index() == 0):
         return _stylize(config, workdir, progress=progress, announce=announce)
+
+
+def _start(
+    config: ml_collections.ConfigDict | None, workdir: str | None, say: Callable[[str], None]
+) -> tuple[Plan, _Inputs, Strategy, FeatureNet]:
+    """Everything checked and loaded before the first compile."""
+    config, notes = resolve_config(config, workdir)
+    for note in notes:
+        say(note)
+    plan = read_plan(config)
+    inputs = _load_inputs(plan)
+    strategy = choose_strategy(str(config.parallel), len(plan.content_specs))
+    feature_net = _feature_net(plan)
+    say(f"feature network: {feature_net.description}")
+    say(
+        f"{len(plan.content_specs)} image(s) at "
+        f"{' -> '.join(f'{h}x{w}' for h, w in inputs.sizes)}, "
+        f"strategy {strategy.name!r} over {strategy.num_devices} device(s)"
+    )
+    return plan, inputs, strategy, feature_net
 
 
 def _stylize(
@@ -508,32 +630,21 @@ def _stylize(
 ) -> StylizeResult:
     """The body of :func:`stylize`, with the workdir held."""
     say = announce or (lambda message: None)
-    config = resolve_config(config, workdir)
-    plan = read_plan(config)
-    inputs = _load_inputs(plan)
-    strategy = choose_strategy(str(_get(config, "strategy", "auto")), len(plan.content_specs))
-    feature_net = _feature_net(plan)
-    say(f"feature network: {feature_net.description}")
-    say(
-        f"{len(plan.content_specs)} image(s) at "
-        f"{' -> '.join(f'{h}x{w}' for h, w in inputs.sizes)}, "
-        f"strategy {strategy.name!r} over {strategy.num_devices} device(s)"
-    )
+    plan, inputs, strategy, feature_net = _start(config, workdir, say)
     checkpoints = None
     if workdir:
-        save_config(config, workdir)
-        checkpoints = _ImageCheckpoints(workdir, int(_get(config, "keep_checkpoints", 2)))
+        save_config(plan.config, workdir)
+        checkpoints = _ImageCheckpoints(workdir, plan.config["keep_checkpoints"])
     try:
         first_scale, state, history = _resume(plan, inputs, checkpoints, say)
-        total = plan.num_steps * len(inputs.sizes)
-        recorder = _Recorder(history, total, plan.log_every, progress)
-        try:
-            current, final, contents_rgb, styles_rgb = _optimise(
-                plan, inputs, feature_net, strategy, workdir, checkpoints, recorder,
-                first_scale, state,
-            )  # fmt: skip
-        finally:
-            recorder.close()
+        total = plan.num_train_steps * len(inputs.sizes)
+        recorder = _Recorder(
+            history, total, plan.log_every_steps, (announce or print) if progress else None
+        )
+        current, final, contents_rgb, styles_rgb = _optimise(
+            plan, inputs, feature_net, strategy, workdir, checkpoints, recorder,
+            first_scale, state,
+        )  # fmt: skip
     finally:
         if checkpoints is not None:
             checkpoints.close()

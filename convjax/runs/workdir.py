@@ -30,6 +30,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from convjax.checkpoint_layout import CHECKPOINT_DIR
 from convjax.data import pipeline
 from convjax.evals import EvalContext, EvalResult, EvalState, Evaluator
 from convjax.tasks import Task, get_task
@@ -40,7 +41,6 @@ from convjax.train.state import TrainState
 
 CONFIG_JSON = "config.json"
 CONFIG_HISTORY_JSON = "config.{step}.json"  # the config that produced steps up to {step}
-CHECKPOINT_DIR = "checkpoints"
 RESULTS_JSON = "results.json"
 TYPES_KEY = "__types__"
 TRAIN_COMMAND = "python experiments/train.py --config=configs/<experiment>.py --workdir={workdir}"

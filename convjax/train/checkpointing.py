@@ -15,8 +15,6 @@ readable checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import glob
-import json
 import numbers
 import os
 import sys
@@ -26,8 +24,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from convjax.checkpoint_layout import CORRUPT_DIR, error_summary, step_problem
+
 PyTree = Any
-CORRUPT_DIR = "corrupt"  # unreadable checkpoints are moved here (outside orbax's view)
 
 
 class CorruptCheckpointError(ValueError):
@@ -90,18 +89,6 @@ class _Unreadable(Exception):
     def __init__(self, slug: str, reason: str):
         super().__init__(reason)
         self.slug, self.reason = slug, reason
-
-
-def _summary(error: BaseException, step_dir: str, limit: int = 240) -> str:
-    """One line: the error's type and message, paths relative to the step directory, and
-    when too long its start (the status) and its end (the innermost cause)."""
-    text = str(error).split(" [tensorstore_spec=")[0]
-    text = " ".join(text.split()).replace(step_dir + os.sep, "")
-    line = f"{type(error).__name__}: {text}"
-    if len(line) <= limit:
-        return line
-    head = line[: line.index(":", len(type(error).__name__) + 2) + 1]
-    return f"{head} ... {line[-(limit - len(head) - 5) :]}"
 
 
 def _zero_view(leaf: Any) -> np.ndarray:
@@ -179,19 +166,9 @@ class Checkpointer:
 
     def _check_files(self, step: int) -> None:
         """Raises :class:`_Unreadable` for damage visible without reading the arrays."""
-        path = self._step_dir(step)
-        if not os.listdir(path):
-            raise _Unreadable("empty", "empty step directory")
-        metadata = glob.glob(os.path.join(path, "*", "_METADATA"))
-        if not metadata:
-            raise _Unreadable("missing-metadata", "missing _METADATA (the tree of saved arrays)")
-        for file in metadata:
-            try:
-                with open(file, "rb") as f:
-                    json.load(f)
-            except (OSError, ValueError) as error:
-                where = os.path.relpath(file, path)
-                raise _Unreadable("bad-metadata", f"{where} is not valid JSON: {error}") from None
+        problem = step_problem(self._step_dir(step))
+        if problem is not None:
+            raise _Unreadable(*problem)
 
     def _restore_step(self, step: int, abstract: PyTree) -> PyTree:
         self._check_files(step)
@@ -201,7 +178,7 @@ class Checkpointer:
             try:  # Unreadable files, or files that do not match the target?
                 saved = self.manager.restore(step, args=ocp.args.StandardRestore())
             except Exception as read_error:  # noqa: BLE001 -- any failure to read
-                reason = _summary(read_error, self._step_dir(step))
+                reason = error_summary(read_error, self._step_dir(step))
                 raise _Unreadable("unreadable", reason) from None
             self._check_matches(step, saved, abstract, error)
             raise

@@ -110,17 +110,6 @@ def evaluate(
     return {k: float(v) / max(count, 1.0) for k, v in total.items()} | {"count": count}
 
 
-def check_finite(step: int, scalars: Mapping[str, float], last_checkpoint: int | None) -> None:
-    """Raises ``FloatingPointError`` when the logged ``loss`` is NaN or infinite."""
-    loss = scalars.get("loss", 0.0)
-    if not math.isfinite(loss):
-        where = f"step {last_checkpoint}" if last_checkpoint is not None else "none yet"
-        raise FloatingPointError(
-            f"Training loss is {loss} at step {step}. Lower optimizer.learning_rate, add "
-            f"optimizer.grad_clip_norm, or check the inputs; last checkpoint: {where}."
-        )
-
-
 class Progress:
     """Progress lines that tell the truth about time, for steps ``start_step + 1 ..
     total_steps`` of this process (a resumed run counts only its own steps).
@@ -130,8 +119,9 @@ class Progress:
       first line; steps/s counts only the time since, minus evaluation.
     - steps/s and the ETA average over the whole run so far, not the last interval.
     - The ETA adds the evaluations still to come (every ``eval_every`` steps and after
-      the last step, as :class:`Every` calls them), each costing the mean of the
-      evaluations timed so far by :meth:`evaluating` (their compile left out).
+      the last step, as :class:`Every` calls them; none when ``eval_every`` is
+      ``None``), each costing the mean of the evaluations timed so far by
+      :meth:`evaluating` (their compile left out).
 
     ``clock`` is injectable (seconds, monotonic) so tests can drive time.
     """
@@ -141,7 +131,7 @@ class Progress:
         start_step: int,
         total_steps: int,
         *,
-        eval_every: int = 0,
+        eval_every: int | None = 0,
         clock: Callable[[], float] = time.perf_counter,
     ):
         self.start_step = int(start_step)
@@ -152,7 +142,7 @@ class Progress:
         self._steps_since = clock()  # replaced by the end of the first (compiling) call
         self._eval_seconds = 0.0  # evaluation time since _steps_since
         self._eval_costs: list[float] = []  # seconds per evaluation, compile excluded
-        self.expect_evals([eval_every])
+        self.expect_evals([] if eval_every is None else [eval_every])
         self._compile_shown = False
 
     def expect_evals(self, cadences: Sequence[int]) -> None:

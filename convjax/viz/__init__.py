@@ -7,8 +7,10 @@
   occlusion, integrated gradients.
 - :mod:`convjax.viz.activation_max`: transforms and terms of activation maximisation
   (the task itself is :mod:`convjax.tasks.activation_max`).
-- :mod:`convjax.viz.grids`: filter, feature-map and patch grids.
+- :mod:`convjax.viz.grids`: filter, feature-map and patch grids; the labelled filter figure.
 - :mod:`convjax.viz.rewrite`: evaluating a jaxpr with operations swapped or values nudged.
 
-The driver that reads a workdir and writes pictures is :mod:`convjax.runs.visualize`.
+The same analysis for a Flax model and its data (plan, mining over a dataset,
+attributions of a batch) is :mod:`convjax.analysis`; the driver that reads a workdir
+and writes the pictures is :mod:`convjax.runs.visualize`.
 """

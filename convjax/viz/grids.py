@@ -1,8 +1,9 @@
 """Pictures as arrays: filter grids, feature-map grids, patch grids.
 
 Everything returns float images in [0, 1] (``[H, W, C]`` with C = 1 or 3) laid out
-on a grid with a ``pad``-pixel border of ``pad_value`` between cells; writing them
-to files is the caller's business (``convjax.runs.images.save_png``).
+on a grid with a ``pad``-pixel border of ``pad_value`` between cells, except
+:func:`filter_figure`, a matplotlib ``Figure`` of labelled filters; writing them
+to files is the caller's business (``convjax.runs.images.save_png`` / ``save_figure``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
 
 def normalise(x: np.ndarray, axes: Sequence[int]) -> np.ndarray:
@@ -49,19 +51,50 @@ def upscale(images: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(images, factor, axis=-3), factor, axis=-2)
 
 
+def display_scale(size: int, target: int = 48) -> int:
+    """Integer enlargement that shows a ``size``-pixel cell at about ``target`` pixels."""
+    return max(1, math.ceil(target / max(size, 1)))
+
+
+def first_layer_filters(kernel: np.ndarray) -> np.ndarray:
+    """A first-layer kernel [kh, kw, C_in, C_out] (C_in = 1 or 3) -> its filters
+    [C_out, kh, kw, C_in], each min-max normalised to [0, 1] on its own."""
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 4 or kernel.shape[2] not in (1, 3):
+        raise ValueError(
+            "a first layer's filters need a kernel [kh, kw, C_in, C_out] with C_in = 1 "
+            f"or 3; got shape {kernel.shape}"
+        )
+    return normalise(np.moveaxis(kernel, 3, 0), axes=(1, 2, 3))
+
+
 def filter_grid(
     kernel: np.ndarray, columns: int | None = None, pad: int = 1, scale: int = 1
 ) -> np.ndarray:
     """A first-layer kernel [kh, kw, C_in, C_out] (C_in = 1 or 3) -> a grid of its
     C_out filters, each min-max normalised on its own (RGB for 3 inputs, grey for 1)."""
-    kernel = np.asarray(kernel)
-    if kernel.ndim != 4 or kernel.shape[2] not in (1, 3):
-        raise ValueError(
-            "filter_grid shows a first layer: kernel [kh, kw, C_in, C_out] with C_in = 1 "
-            f"or 3; got shape {kernel.shape}"
-        )
-    filters = normalise(np.moveaxis(kernel, 3, 0), axes=(1, 2, 3))  # [C_out, kh, kw, C_in]
-    return tile(upscale(filters, scale), columns, pad)
+    return tile(upscale(first_layer_filters(kernel), scale), columns, pad)
+
+
+def filter_figure(kernel: np.ndarray, title: str, cell_inches: float = 1.0) -> Figure:
+    """A first-layer kernel [kh, kw, C_in, C_out] as a figure: each filter (min-max
+    normalised on its own, as :func:`filter_grid`) in a ``cell_inches`` square cell
+    titled with its output channel, on a near-square grid under ``title``."""
+    filters = first_layer_filters(kernel)
+    n = len(filters)
+    columns = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    figure = Figure(figsize=(cell_inches * columns, cell_inches * rows + 0.5))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            cell = filters[i, ..., 0] if filters.shape[-1] == 1 else filters[i]
+            ax.imshow(cell, cmap="gray", interpolation="nearest", vmin=0.0, vmax=1.0)
+            ax.set_title(str(i), fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
 
 
 def feature_map_grid(
