@@ -2,8 +2,12 @@
 
 ``config.mesh`` names the mesh axes and their sizes, in order, e.g.
 ``(("data", -1), ("fsdp", 1))`` (``-1``: every device the other axes leave). The
-global batch is split over the batch axes present (:data:`BATCH_AXES`: ``data`` and
-``fsdp``); other axes (e.g. ``model``) hold the batch whole.
+devices fill the mesh in order (each process's devices contiguous), so the first
+axis spans the hosts: ``(("data", -1), ("fsdp", 8))`` shards the state within each
+8-device host and replicates it across hosts; ``(("fsdp", -1), ("data", 1))`` shards
+it over every device of every host. The global batch is split over the batch axes
+present (:data:`BATCH_AXES`: ``data`` and ``fsdp``, in mesh order); other axes (e.g.
+``model``) hold the batch whole.
 
 ``config.partitioning`` says how each array of the train state is laid out: a preset
 name from :data:`PRESETS`, or an ordered tuple of ``(regex, spec)`` rules. The first
@@ -39,7 +43,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 PyTree = Any
-BATCH_AXES = ("data", "fsdp")  # the axes that split the batch, in this order
+BATCH_AXES = ("data", "fsdp")  # the axes that split the batch
 DEFAULT_MESH = (("data", -1), ("fsdp", 1))
 FSDP = "fsdp"
 FSDP_MIN_SIZE = 2**12  # elements: smaller arrays stay replicated under the "fsdp" rule
@@ -85,8 +89,9 @@ def make_mesh(spec: Sequence[tuple[str, int]] | None, devices: Sequence[jax.Devi
 
 
 def batch_axes(mesh: Mesh) -> tuple[str, ...]:
-    """The mesh axes that split the batch: :data:`BATCH_AXES` present in ``mesh``."""
-    return tuple(name for name in BATCH_AXES if name in mesh.axis_names)
+    """The mesh axes that split the batch: :data:`BATCH_AXES` present in ``mesh``, in mesh
+    order (so each process's share of the batch is one contiguous block)."""
+    return tuple(name for name in mesh.axis_names if name in BATCH_AXES)
 
 
 def batch_spec(mesh: Mesh) -> P:
