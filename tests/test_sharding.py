@@ -20,6 +20,7 @@ from convjax.train.setup import abstract_train_state, build_model, create_train_
 
 WORKER = os.path.join(os.path.dirname(__file__), "helpers", "sharding_equality_worker.py")
 TASK = get_task("classification")
+EQUALITY_STEPS = 5
 
 
 def _config(**fields):
@@ -202,8 +203,33 @@ def resnet18_runs(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("eq") / "resnet18.npz")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run(
-        [sys.executable, WORKER, "resnet18_cifar", "5", "16", "0.001", out],
+        [sys.executable, WORKER, "resnet18_cifar", str(EQUALITY_STEPS), "16", "0.001", out],
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     return np.load(out)
+
+
+@pytest.mark.parametrize("mesh", ["8x1", "4x2", "2x4", "1x8"])
+def test_gspmd_meshes_train_like_one_device(resnet18_runs, mesh):
+    """ResNet-18-CIFAR (smoke widths, BatchNorm, 16x16 images, global batch 16): the
+    loss curve and final parameters and BatchNorm statistics of each data x fsdp mesh
+    of 8 devices match single-device jit."""
+    runs = resnet18_runs
+    want_losses, got_losses = runs["jit/loss"], runs[f"{mesh}/loss"]
+    assert len(got_losses) == EQUALITY_STEPS
+    np.testing.assert_allclose(got_losses, want_losses, rtol=1e-5)
+    names = [k[4:] for k in runs.files if k.startswith("jit/") and "/" in k[4:]]
+    assert any("batch_stats" in n for n in names) and any("params" in n for n in names)
+    for name in names:
+        want, got = runs[f"jit/{name}"], runs[f"{mesh}/{name}"]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+    total = np.sqrt(sum(np.sum(runs[f"jit/{n}"] ** 2) for n in names))
+    error = np.sqrt(sum(np.sum((runs[f"{mesh}/{n}"] - runs[f"jit/{n}"]) ** 2) for n in names))
+    assert error / total < 1e-5
+    # fsdp shards: each device of a mesh with fsdp F holds less than the whole state.
+    whole = runs["jit/bytes_per_device"][0]
+    fsdp = 8 // int(mesh.split("x")[0])
+    held = runs[f"{mesh}/bytes_per_device"]
+    assert len(set(held)) == 1
+    assert (held[0] == whole) if fsdp == 1 else (whole / fsdp < held[0] < whole)
