@@ -106,7 +106,9 @@ def set_run(
 ) -> ml_collections.ConfigDict:
     """Sets the batch sizes, step counts and cadences (``eval_every_steps=0``: at the
     end only), and the shared tail: ``keep_checkpoints``, ``seed=0``, ``parallel``
-    (``'auto'`` | ``'jit'`` | ``'pmap'`` | ``'shard_map'``), ``dtype`` and
+    (``'auto'`` | ``'jit'`` | ``'pmap'`` | ``'shard_map'`` | ``'gspmd'``), ``mesh`` and
+    ``partitioning`` (the device mesh and how the state is sharded on it, for
+    ``gspmd``: data parallel by default; see docs/scaling.md), ``dtype`` and
     ``conv_impl='auto'`` (the CPU-fast convolution on CPU hosts, XLA's own on GPU/TPU).
     Returns ``config``."""
     config.batch_size = batch_size
@@ -118,6 +120,9 @@ def set_run(
     config.keep_checkpoints = keep_checkpoints
     config.seed = 0
     config.parallel = parallel
+    config.mesh = (("data", -1), ("fsdp", 1))  # -1: every device the other axes leave
+    # "replicate", "fsdp", or ((path regex, spec), ...) rules: see docs/scaling.md.
+    config.partitioning = ml_collections.FieldReference("replicate", field_type=object)
     config.dtype = dtype
     config.conv_impl = "auto"
     return config

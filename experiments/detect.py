@@ -21,6 +21,8 @@ quiet_startup()  # before TensorFlow or JAX is imported
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from convjax import distributed  # noqa: E402  (--jax_distributed)
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Optional; defaults to the workdir's config.json."
 )
@@ -37,6 +39,7 @@ def main(argv):
     from convjax.quiet import quiet_logging
 
     quiet_logging()
+    distributed.initialize()  # --jax_distributed: join a multi-host run
     paths = sorted(glob.glob(_IMAGES.value)) if _IMAGES.value else []
     if _IMAGES.value and not paths:
         raise app.UsageError(f"--images={_IMAGES.value!r} matches no file")

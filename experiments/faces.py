@@ -32,6 +32,8 @@ import os  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from convjax import distributed  # noqa: E402  (--jax_distributed)
+
 VERBS = ("train", "evaluate", "enroll", "identify", "verify")
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -120,6 +122,7 @@ def main(argv):
     from convjax.quiet import quiet_logging
 
     quiet_logging()
+    distributed.initialize()  # --jax_distributed: join a multi-host run
     run(argv[1], argv[2:])
 
 

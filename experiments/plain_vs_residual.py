@@ -17,6 +17,8 @@ quiet_startup()  # before TensorFlow or JAX is imported
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from convjax import distributed  # noqa: E402  (--jax_distributed)
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/plain_vs_residual.py[:variant]")
 _WORKDIR = flags.DEFINE_string("workdir", None, "One sub-directory per net, the figure here.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -37,6 +39,7 @@ def main(argv):
             "eval_batch_size": config.get("eval_batch_size") or batch_size,
         }
     )
+    distributed.initialize()  # --jax_distributed: join a multi-host run
     from convjax.runs.sweeps import plain_vs_residual
 
     plain_vs_residual(config, _WORKDIR.value)

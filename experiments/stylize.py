@@ -23,6 +23,7 @@ import os  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from convjax import distributed  # noqa: E402  (--jax_distributed)
 from convjax.host_devices import use_all_cpu_cores  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -50,6 +51,7 @@ def main(argv):
         config = load_config(_WORKDIR.value)
     if len([s for s in str(config.content).split(",") if s.strip()]) > 1:
         use_all_cpu_cores()  # before JAX starts its backend
+    distributed.initialize()  # --jax_distributed: join a multi-host run
     from convjax.runs.stylize import stylize
 
     result = stylize(_CONFIG.value, _WORKDIR.value, announce=lambda line: print(line, flush=True))

@@ -21,6 +21,8 @@ quiet_startup()  # before TensorFlow or JAX is imported
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from convjax import distributed  # noqa: E402  (--jax_distributed)
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, configs/<experiment>.py[:variant]."
 )
@@ -49,6 +51,7 @@ def main(argv):
         },
         parallel=config.get("parallel"),
     )
+    distributed.initialize()  # --jax_distributed: join a multi-host run
     from convjax.runs.train import train_and_evaluate
 
     train_and_evaluate(config, _WORKDIR.value, resume_with_changed_config=_RESUME_CHANGED.value)

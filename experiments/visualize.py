@@ -21,6 +21,8 @@ import os  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
+from convjax import distributed  # noqa: E402  (--jax_distributed)
+
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "A training workdir (config.json, checkpoints); with --model: the output."
 )
@@ -48,6 +50,7 @@ def main(argv):
     from convjax.runs import visualize as viz_run
 
     quiet_logging()
+    distributed.initialize()  # --jax_distributed: join a multi-host run
     try:
         if _MODEL.value:
             dataset = viz_run.zoo_dataset(_DATASET.value, _IMAGE_SIZE.value, _CHANNELS.value)

@@ -67,6 +67,9 @@ CHANGED = {
 # Every training config now uses the models' default convolution ('auto': the CPU-fast
 # convjax.ops.conv_cpu on CPU hosts, XLA's own on GPU/TPU) instead of forcing XLA's.
 CHANGED_EVERYWHERE = {"conv_impl": "auto"}
+# Added to every config built by common.set_run since the snapshot: the device mesh and
+# the state's partitioning of the gspmd strategy (data parallel by default).
+ADDED_BY_SET_RUN = {"mesh": (("data", -1), ("fsdp", 1)), "partitioning": "replicate"}
 
 # Style transfer took the training run's field names, and its checkpoint cadence and
 # keep count (fixed in the driver before) became fields.
@@ -147,6 +150,8 @@ def test_every_variant_resolves_to_its_recorded_fields():
         name, arg = key.split(":")
         config = get_config(name, arg)
         changes = {f: v for f, v in CHANGED_EVERYWHERE.items() if f in want["__dict__"]}
+        if "keep_checkpoints" in want["__dict__"]:  # set_run's tail
+            changes.update(ADDED_BY_SET_RUN)
         if name == "style_transfer":
             fields = want["__dict__"]
             fields |= {new: fields.pop(old) for old, new in STYLE_RENAMED.items()}

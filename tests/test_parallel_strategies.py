@@ -43,10 +43,10 @@ def results():
         }
         for _ in range(4)
     ]
-    return {name: run(name, batches) for name in ("jit", "pmap", "shard_map")}
+    return {name: run(name, batches) for name in ("jit", "pmap", "shard_map", "gspmd")}
 
 
-@pytest.mark.parametrize("name", ["pmap", "shard_map"])
+@pytest.mark.parametrize("name", ["pmap", "shard_map", "gspmd"])
 def test_strategies_agree_with_single_device(results, name):
     ref_losses, ref_state, ref_sums = results["jit"]
     losses, state, sums = results[name]
@@ -76,5 +76,5 @@ def test_batch_that_does_not_divide_is_rejected_before_compiling():
 
 
 def test_unknown_strategy_lists_choices():
-    with pytest.raises(ValueError, match="valid: auto, jit, pmap, shard_map"):
+    with pytest.raises(ValueError, match="valid: auto, jit, pmap, shard_map, gspmd"):
         get_strategy("dp")

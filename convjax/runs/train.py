@@ -47,7 +47,7 @@ from convjax.train.setup import (
     abstract_train_state,
     build_model,
     config_kwargs,
-    init_train_state,
+    create_train_state,
 )
 from convjax.train.state import TrainState
 
@@ -84,10 +84,14 @@ def _check_num_steps(config: ml_collections.ConfigDict) -> int:
 
 def _setup(config: ml_collections.ConfigDict) -> _Setup:
     num_steps = _check_num_steps(config)
-    strategy = get_strategy(config.get("parallel", "auto"))
+    strategy = get_strategy(
+        config.get("parallel", "auto"),
+        mesh=config.get("mesh"),
+        rules=config.get("partitioning", "replicate"),
+    )
     strategy.check_batch_size(config.batch_size)
     eval_batch_size = config.get("eval_batch_size") or config.batch_size
-    strategy.check_batch_size(eval_batch_size)
+    strategy.check_batch_size(eval_batch_size, "eval_batch_size")
     task = get_task(config.task, **config_kwargs(config.get("task_kwargs")))
     model = build_model(config, strategy.axis_name)
     metadata = pipeline.dataset_metadata(config.dataset)
@@ -96,6 +100,7 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
         strategy, task, model, metadata.image_shape, eval_batch_size, num_steps, num_classes
     )
     build_evaluators(setup.eval_context(config))  # their specs and options are checked here
+    strategy.check_state(abstract_train_state(model, task, config, metadata.image_shape))
     return setup
 
 
@@ -135,18 +140,22 @@ def _initial_state(
     allow_changes: bool,
 ) -> TrainState:
     """The newest readable checkpoint's state (restored into a ``jax.eval_shape``
-    target), or a freshly initialised one. A workdir trained with another model,
-    dataset or optimizer is refused unless ``allow_changes``."""
+    target laid out by the strategy), or a freshly initialised one, placed for the
+    step. A workdir trained with another model, dataset or optimizer is refused unless
+    ``allow_changes``."""
+    strategy = setup.strategy
     if checkpointer.latest_step() is not None:
         abstract = abstract_train_state(setup.model, setup.task, config, setup.image_shape)
         workdir_lib.check_compatible(
             workdir, config, abstract, setup.image_shape, allow_changes=allow_changes
         )
-        state = workdir_lib.restore_state(checkpointer, abstract)
+        state = workdir_lib.restore_state(checkpointer, strategy.restore_target(abstract))
         if state is not None:
             _say(f"Resumed from {checkpointer.directory} at step {int(state.step)}")
-            return state
-    return init_train_state(setup.model, setup.task, config, setup.image_shape)
+            return strategy.put_state(state)
+    return strategy.init_state(
+        lambda: create_train_state(setup.model, setup.task, config, setup.image_shape)
+    )
 
 
 def _train_batches(
@@ -245,7 +254,7 @@ class _Callbacks:
     def checkpoint(self, step: int, state: PyTree) -> None:
         """Saves ``step`` once every loss up to it was checked and the state is finite."""
         self.guard.check(self.last_checkpoint)
-        items = self.setup.strategy.get_state(state).checkpoint_items()
+        items = self.setup.strategy.checkpoint_items(state)
         check_state_finite(items, step)
         self.checkpointer.save(step, items, force=True)
         self.last_checkpoint = step
@@ -324,7 +333,7 @@ def _train(
     callbacks = _Callbacks(
         setup, config, checkpointer, logger, start_step, guard, workdir, record_config_at
     )
-    device_state = setup.strategy.put_state(state)
+    device_state = state
     del state
     try:
         if signals.requested:  # before the first step: nothing new to save

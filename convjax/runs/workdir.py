@@ -303,7 +303,9 @@ def restore_state(
 ) -> TrainState | None:
     """Checkpoint ``step`` (default: latest) restored into ``abstract`` (a TrainState of
     ``jax.ShapeDtypeStruct``, from :func:`~convjax.train.setup.abstract_train_state`) as
-    a host TrainState; ``None`` when there is no checkpoint."""
+    a host TrainState, or, where its leaves carry a ``sharding``
+    (:meth:`~convjax.train.parallel.Strategy.restore_target`), as arrays of that layout;
+    ``None`` when there is no checkpoint."""
     items = checkpointer.restore(abstract.checkpoint_items(), step=step)
     return None if items is None else abstract.replace_from_checkpoint(items)
 

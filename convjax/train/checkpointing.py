@@ -1,7 +1,11 @@
 """Orbax checkpoints of a :class:`~convjax.train.state.TrainState`.
 
-Checkpoints hold host (numpy) copies of the state, so they restore on any device
-count and strategy. Orbax writes each step to a temporary directory and renames it
+Checkpoints hold the state's arrays: host (numpy) copies, or the sharded
+``jax.Array``s of a sharded state as they are (each process writes the shards it
+holds). Either restores on any device count, mesh and strategy: a restore target
+whose leaves are ``jax.ShapeDtypeStruct``s with a ``sharding`` is read straight into
+arrays of that layout (each process reads what its devices hold), any other target
+into numpy arrays. Orbax writes each step to a temporary directory and renames it
 when complete: a run killed mid-save leaves the previous checkpoint intact, and
 an unfinished one is never restored. Nothing is loaded through pickle.
 
@@ -91,9 +95,16 @@ class _Unreadable(Exception):
         self.slug, self.reason = slug, reason
 
 
-def _zero_view(leaf: Any) -> np.ndarray:
+def _is_sharded_target(leaf: Any) -> bool:
+    return isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is not None
+
+
+def _zero_view(leaf: Any) -> np.ndarray | jax.ShapeDtypeStruct:
     """A read-only zero view with the shape and dtype of an array, a
-    ``jax.ShapeDtypeStruct`` or a scalar: the restore target, nothing allocated."""
+    ``jax.ShapeDtypeStruct`` or a scalar: the restore target, nothing allocated. A
+    ``jax.ShapeDtypeStruct`` with a sharding is kept: it is restored in that layout."""
+    if _is_sharded_target(leaf):
+        return leaf
     if not hasattr(leaf, "dtype"):
         leaf = np.asarray(leaf)
     return np.broadcast_to(np.zeros((), leaf.dtype), leaf.shape)
@@ -128,7 +139,9 @@ class Checkpointer:
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, items: PyTree, *, force: bool = False) -> None:
-        """Saves ``items`` (a pytree of host arrays) as ``step``; asynchronous."""
+        """Saves ``items`` (a pytree of host arrays, or of ``jax.Array``s: each process
+        writes its shards) as ``step``; asynchronous once the arrays are copied to the
+        host, so the caller may donate them to the next step."""
         if step in self.manager.all_steps():
             return
         self.manager.save(step, args=ocp.args.StandardSave(items), force=force)
@@ -137,9 +150,11 @@ class Checkpointer:
         """Restores ``step`` (default: the newest readable one) shaped like ``target``
         (a pytree of arrays or ``jax.ShapeDtypeStruct``).
 
-        Returns numpy arrays, or ``None`` when there is no readable checkpoint. Without
-        ``step``, an unreadable checkpoint is moved to ``corrupt/<step>-<reason>`` (one
-        line on stderr says which step and why) and the next older one is tried. An
+        Returns numpy arrays (``jax.Array``s laid out as the target's leaves that are
+        ``jax.ShapeDtypeStruct``s with a ``sharding``), or ``None`` when there is no
+        readable checkpoint. Without ``step``, an unreadable checkpoint is moved to
+        ``corrupt/<step>-<reason>`` (one line on stderr says which step and why) and the
+        next older one is tried. An
         explicit ``step`` that cannot be read raises :class:`CorruptCheckpointError`.
         A readable checkpoint whose array names or shapes differ from ``target`` raises
         :class:`CheckpointMismatchError` listing them (nothing is moved).
@@ -182,7 +197,9 @@ class Checkpointer:
                 raise _Unreadable("unreadable", reason) from None
             self._check_matches(step, saved, abstract, error)
             raise
-        restored = jax.tree.map(np.asarray, restored)
+        restored = jax.tree.map(
+            lambda x, want: x if _is_sharded_target(want) else np.asarray(x), restored, abstract
+        )
         self._check_matches(step, restored, abstract)
         return restored
 

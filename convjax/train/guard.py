@@ -127,19 +127,35 @@ def _message(step: int, problem: str, last_checkpoint: int | None) -> str:
 
 
 def check_state_finite(state: Mapping[str, Any] | Any, step: int) -> None:
-    """Raises :class:`DivergenceError` when a floating array of ``state`` (host arrays)
-    holds NaN or infinity, naming the first such array."""
-    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    """Raises :class:`DivergenceError` when a floating array of ``state`` (host arrays,
+    or ``jax.Array``s, sharded ones checked where they live) holds NaN or infinity,
+    naming the first such array."""
+    flat = [
+        (path, leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
+        if jnp.issubdtype(
+            leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype, jnp.inexact
+        )
+    ]
+    finite = iter(_all_finite([leaf for _, leaf in flat if isinstance(leaf, jax.Array)]))
     for path, leaf in flat:
-        array = np.asarray(leaf)
-        if not jnp.issubdtype(array.dtype, jnp.inexact):
-            continue
-        if not np.issubdtype(array.dtype, np.inexact):  # bfloat16 and other ml_dtypes
-            array = array.astype(np.float32)
-        if not np.all(np.isfinite(array)):
+        if isinstance(leaf, jax.Array):
+            ok = bool(np.asarray(next(finite).addressable_data(0)))
+        else:
+            array = np.asarray(leaf)
+            if not np.issubdtype(array.dtype, np.inexact):  # bfloat16 and other ml_dtypes
+                array = array.astype(np.float32)
+            ok = bool(np.all(np.isfinite(array)))
+        if not ok:
             name = jax.tree_util.keystr(path)
             raise DivergenceError(
                 f"The state at step {step} holds NaN or infinity (in {name}); it was not "
                 "saved. Lower optimizer.learning_rate or add optimizer.grad_clip_norm.",
                 step=step,
             )
+
+
+@jax.jit
+def _all_finite(arrays: list[jax.Array]) -> list[jax.Array]:
+    """A scalar boolean per array, computed where the array lives (no host copy)."""
+    return [jnp.all(jnp.isfinite(x)) for x in arrays]

@@ -1,4 +1,5 @@
-"""Three ways to run the same step: ``jit`` (one device), ``pmap`` and ``shard_map``.
+"""Four ways to run the same step: ``jit`` (one device), ``pmap``, ``shard_map`` and
+``gspmd`` (a sharded state on a device mesh).
 
 A :class:`Strategy` owns everything that depends on how the step is spread over
 devices: where the state lives, how a host batch is split, how the step is
@@ -12,6 +13,14 @@ collectives use the named axis :data:`DATA_AXIS`.
 - ``shard_map``: ``jax.jit`` over ``jax.shard_map`` on a 1-D ``Mesh`` of every
   device of every host; state replicated (``P()``), batch sharded
   (``P(DATA_AXIS)``) and assembled from each host's share.
+- ``gspmd``: ``jax.jit`` with explicit shardings on the mesh of ``config.mesh``
+  (:mod:`convjax.train.partitioning`); each array of the state is laid out by
+  ``config.partitioning`` (replicated, or split over ``fsdp``), the batch is split
+  over the batch axes (``data`` x ``fsdp``). The step is the single-device one: XLA
+  inserts the reductions (gradients, metrics, BatchNorm statistics) over exactly the
+  axes that split the batch, so it computes what ``jit`` computes on the global batch.
+  The state is born sharded (:meth:`Strategy.init_state`), restored sharded
+  (:meth:`Strategy.restore_target`) and checkpointed as the sharded arrays it is.
 """
 
 from __future__ import annotations
@@ -19,7 +28,8 @@ from __future__ import annotations
 import abc
 import collections
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -28,6 +38,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from convjax.tasks.base import EvalFn, LossFn
+from convjax.train import partitioning
+from convjax.train.state import TrainState
 from convjax.train.step import (
     BatchTransform,
     EvalStep,
@@ -37,7 +49,7 @@ from convjax.train.step import (
 )
 
 DATA_AXIS = "data"
-STRATEGIES = ("auto", "jit", "pmap", "shard_map")
+STRATEGIES = ("auto", "jit", "pmap", "shard_map", "gspmd")
 
 PyTree = Any
 
@@ -102,6 +114,26 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def compile_eval_step(self, eval_fn: EvalFn) -> EvalStep:
         """The compiled eval step returning batch sums over all devices."""
+
+    def check_state(self, abstract: TrainState) -> None:
+        """Raises ``ValueError`` when the state (``jax.eval_shape`` leaves) cannot be laid
+        out as configured; nothing to check for a replicated state."""
+        del abstract
+
+    def init_state(self, create: Callable[[], TrainState]) -> TrainState:
+        """A fresh state from ``create()`` (traceable), placed for the step. Here it is
+        initialised on the host CPU, then placed."""
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):
+            host = jax.tree.map(np.asarray, create())
+        return self.put_state(host)
+
+    def restore_target(self, abstract: TrainState) -> TrainState:
+        """What a checkpoint is restored into (then placed with :meth:`put_state`)."""
+        return abstract
+
+    def checkpoint_items(self, state: TrainState) -> PyTree:
+        """The arrays to save of a placed state (:meth:`TrainState.checkpoint_items`)."""
+        return self.get_state(state).checkpoint_items()
 
 
 def _to_numpy(tree: PyTree) -> PyTree:
@@ -236,13 +268,134 @@ class ShardMapStrategy(Strategy):
         return jax.jit(sharded)
 
 
-def get_strategy(name: str) -> Strategy:
-    """``'jit'``, ``'pmap'``, ``'shard_map'``, or ``'auto'`` (shard_map when there are
-    several devices, else jit)."""
+class GspmdStrategy(Strategy):
+    name = "gspmd"
+    axis_name = None  # the step is the single-device one; XLA adds the reductions
+
+    def __init__(
+        self,
+        mesh: Sequence[tuple[str, int]] | None = None,
+        rules: Any = "replicate",
+        devices: Sequence[jax.Device] | None = None,
+    ):
+        self.mesh = partitioning.make_mesh(mesh, devices)
+        self.rules = partitioning.rules_from_config(rules)
+        partitioning.check_rules(self.rules, self.mesh)
+        self._replicated = NamedSharding(self.mesh, P())
+        self._batch = NamedSharding(self.mesh, partitioning.batch_spec(self.mesh))
+
+    @property
+    def num_devices(self) -> int:
+        return math.prod(self.mesh.shape[a] for a in partitioning.batch_axes(self.mesh))
+
+    def check_batch_size(self, global_batch_size: int, field: str = "batch_size") -> None:
+        n, size = self.num_devices, global_batch_size
+        axes = " x ".join(f"{a} {self.mesh.shape[a]}" for a in partitioning.batch_axes(self.mesh))
+        if size <= 0 or size % n or size % jax.process_count():
+            lower = max(n, size // n * n)
+            raise ValueError(
+                f"{field} {size} does not divide over the mesh's batch axes ({axes or 'none'}: "
+                f"{n} shards, {jax.process_count()} host(s)); set {field} to a multiple of {n}, "
+                f"e.g. {lower} or {lower + n}, or change config.mesh."
+            )
+
+    def shardings(self, abstract: PyTree) -> PyTree:
+        """The :class:`NamedSharding` of every array of ``abstract`` (its rule's layout)."""
+        return partitioning.state_shardings(abstract, self.rules, self.mesh)
+
+    def check_state(self, abstract):
+        self.shardings(abstract)
+
+    def init_state(self, create):
+        shardings = self.shardings(jax.eval_shape(create))
+        return jax.jit(create, out_shardings=shardings)()
+
+    def restore_target(self, abstract):
+        return jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            abstract,
+            self.shardings(abstract),
+        )
+
+    def put_state(self, state):
+        def put(x, sharding):
+            if isinstance(x, jax.Array):
+                return jax.device_put(x, sharding)
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+        return jax.tree.map(put, state, self.shardings(state))
+
+    def get_state(self, state):
+        from jax.experimental import multihost_utils
+
+        return jax.tree.map(
+            lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), state
+        )
+
+    def checkpoint_items(self, state):
+        return state.checkpoint_items()  # the sharded arrays: each process saves its shards
+
+    def put_batch(self, batch):
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(self._batch, np.asarray(x)), batch
+        )
+
+    def get_metrics(self, metrics):
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), metrics)
+
+    def compile_train_step(self, loss_fn, batch_transform=None):
+        step = make_train_step(loss_fn, None, batch_transform)
+        compiled: dict[str, Callable] = {}
+
+        def train_step(state, batch):
+            if not compiled:  # the state's own layout, kept step after step
+                layout = jax.tree.map(lambda x: x.sharding, state)
+                compiled["step"] = jax.jit(
+                    step,
+                    in_shardings=(layout, self._batch),
+                    out_shardings=(layout, self._replicated),
+                    donate_argnums=0,
+                )
+            return compiled["step"](state, batch)
+
+        return train_step
+
+    def compile_eval_step(self, eval_fn):
+        step = make_eval_step(eval_fn, None)
+        return jax.jit(step, out_shardings=self._replicated)
+
+
+def wants_sharding(mesh: Sequence[tuple[str, int]] | None, rules: Any) -> bool:
+    """Whether ``config.mesh``/``config.partitioning`` ask for more than data parallelism."""
+    sizes = partitioning.mesh_shape(mesh, jax.device_count())
+    beyond_data = any(size > 1 for name, size in sizes.items() if name != DATA_AXIS)
+    return beyond_data or partitioning.rules_from_config(rules) != partitioning.PRESETS["replicate"]
+
+
+def get_strategy(
+    name: str, *, mesh: Sequence[tuple[str, int]] | None = None, rules: Any = "replicate"
+) -> Strategy:
+    """``'jit'``, ``'pmap'``, ``'shard_map'``, ``'gspmd'`` (on ``mesh`` with the
+    partition ``rules``: ``config.mesh``, ``config.partitioning``), or ``'auto'``:
+    gspmd on GPU/TPU or when the mesh or rules shard the state, else shard_map when
+    there are several devices, else jit."""
     if name not in STRATEGIES:
         raise ValueError(f"Unknown parallel strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    sharded = wants_sharding(mesh, rules)
     if name == "auto":
-        name = "shard_map" if jax.device_count() > 1 else "jit"
+        if sharded or jax.default_backend() != "cpu":
+            name = "gspmd"
+        else:
+            name = "shard_map" if jax.device_count() > 1 else "jit"
+    if name == "gspmd":
+        return GspmdStrategy(mesh, rules)
+    if sharded:
+        raise ValueError(
+            f"parallel {name!r} replicates the state; config.mesh {mesh!r} with partitioning "
+            f"{rules!r} needs parallel 'gspmd' or 'auto' (or mesh (('data', -1),) and "
+            "partitioning 'replicate')"
+        )
     return {"jit": JitStrategy, "pmap": PmapStrategy, "shard_map": ShardMapStrategy}[name]()
 
 
