@@ -481,9 +481,7 @@ def create_eval_iterator(
     examples = records.enumerate().map(per_example, num_parallel_calls=AUTOTUNE)
     if config.on_decode_error == "skip":
         examples = _skip_undecodable(examples, 0)
-    padding = tf.nest.map_structure(
-        lambda s: tf.zeros(s.shape, s.dtype), examples.element_spec
-    )
+    padding = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), examples.element_spec)
     # Padding to the same number of full batches on every host (skipped images too).
     examples = examples.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
     batches = examples.take(num_batches * batch_size).batch(batch_size, drop_remainder=True)

@@ -3,7 +3,7 @@
 A chain is one string with ``|`` between ops, or a list of op strings::
 
     dataset.pp_train = "decode_jpeg_and_inception_crop(224)|flip_lr|normalize('imagenet')"
-    dataset.pp_eval = ["decode(3)", "resize_small(256)", "central_crop(224)", "normalize('imagenet')"]
+    dataset.pp_eval = ["decode(3)", "resize_small(256)", "central_crop(224)", "normalize"]
 
 Each op is written ``name`` or ``name(arg, key=value, ...)`` with literal arguments and
 is checked when the config is resolved, before anything is read or compiled: an unknown
@@ -101,7 +101,8 @@ def _import_builtin_ops() -> None:
 def signature(name: str) -> str:
     """``'resize_small(size, method='bilinear', antialias=True)'``."""
     params = inspect.signature(op_info(name).make).parameters.values()
-    return f"{name}({', '.join(str(p) for p in params)})"
+    shown = [p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in params]
+    return f"{name}({', '.join(shown)})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,13 +198,15 @@ class Chain:
         if not self.encoded:
             return self
         first = self.ops[0]
-        replacement = make_op(first.info.decoded, None)
-        kwargs = {k: v for k, v in first.kwargs.items() if k in replacement.kwargs}
+        params = inspect.signature(op_info(first.info.decoded).make).parameters
+        kwargs = {k: v for k, v in first.kwargs.items() if k in params}
         text = f"{first.info.decoded}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
         return Chain((make_op(text), *self.ops[1:]))
 
 
-def parse_chain(spec: str | Sequence[str] | None, defaults: Mapping[str, Any] | None = None) -> Chain:
+def parse_chain(
+    spec: str | Sequence[str] | None, defaults: Mapping[str, Any] | None = None
+) -> Chain:
     """A chain spec (module docstring) -> a checked :class:`Chain`."""
     ops = tuple(make_op(text, defaults) for text in _split_chain(spec or ""))
     order = [KINDS.index(op.info.kind) for op in ops]

@@ -61,16 +61,31 @@ def _move_geometry(example: dict, scale, offset) -> dict:
 
 
 # ------------------------------------------------------------------------ decoding
+def _dct(fast_dct: bool) -> str:
+    # libjpeg's accurate integer DCT is what PIL (and so torchvision) decodes with;
+    # TensorFlow's default, the fast one, differs from it by up to ~5 grey levels.
+    return "INTEGER_FAST" if fast_dct else "INTEGER_ACCURATE"
+
+
+def decode_any(data: tf.Tensor, channels: int, fast_dct: bool = False) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP -> uint8 [h, w, channels] (0: the file's channels)."""
+    return tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=channels, dct_method=_dct(fast_dct)),
+        lambda: tf.io.decode_image(data, channels=channels, expand_animations=False),
+    )
+
+
 @register_op("decode", kind="encoded", decoded="channels")
-def decode(channels: int | None = 3):
+def decode(channels: int | None = 3, fast_dct: bool = False):
     """Decodes the encoded image (JPEG, PNG, GIF, BMP) to uint8 [h, w, channels]
-    (``channels=None`` keeps the file's)."""
+    (``channels=None`` keeps the file's). JPEGs use libjpeg's accurate DCT, as PIL
+    does (``fast_dct=True``: the fast one, TensorFlow's default)."""
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1, 3 or None; got {channels!r}.")
 
     def fn(example):
-        image = tf.io.decode_image(example["image"], channels=channels or 0, expand_animations=False)
-        return {**example, "image": image}
+        return {**example, "image": decode_any(example["image"], channels or 0, fast_dct)}
 
     return fn
 
@@ -99,7 +114,9 @@ def inception_window(seed, height, width, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3
     crop_h = tf.where(found, crop_h[first], fallback_h)
     crop_w = tf.where(found, crop_w[first], fallback_w)
     top = tf.where(
-        found, tf.floor(draws[2, first] * (height_f - crop_h + 1)), tf.floor((height_f - crop_h) / 2)
+        found,
+        tf.floor(draws[2, first] * (height_f - crop_h + 1)),
+        tf.floor((height_f - crop_h) / 2),
     )
     left = tf.where(
         found, tf.floor(draws[3, first] * (width_f - crop_w + 1)), tf.floor((width_f - crop_w) / 2)
@@ -114,18 +131,21 @@ def _inception_args(size, area, aspect, method):
     return _size_pair(size), area, aspect
 
 
-@register_op("decode_jpeg_and_inception_crop", kind="encoded", random=True, decoded="inception_crop")
+@register_op(
+    "decode_jpeg_and_inception_crop", kind="encoded", random=True, decoded="inception_crop"
+)
 def decode_jpeg_and_inception_crop(
     size: int | Sequence[int],
     area: Sequence[float] = (0.08, 1.0),
     aspect: Sequence[float] = (3 / 4, 4 / 3),
     method: str = "bilinear",
     antialias: bool = True,
+    fast_dct: bool = False,
 ):
     """Inception's crop at full resolution: a random window (:func:`inception_window`:
     area fraction in ``area``, aspect ratio in ``aspect``) decoded alone from the JPEG
-    (``tf.image.decode_and_crop_jpeg``; other formats are decoded whole, then cropped),
-    then resized once to ``size`` -> uint8 [*size, 3]."""
+    (``tf.image.decode_and_crop_jpeg``, accurate DCT unless ``fast_dct``; other formats
+    are decoded whole, then cropped), then resized once to ``size`` -> uint8 [*size, 3]."""
     size, area, aspect = _inception_args(size, area, aspect, method)
 
     def fn(example, seed):
@@ -134,8 +154,18 @@ def decode_jpeg_and_inception_crop(
         def from_jpeg():
             shape = tf.image.extract_jpeg_shape(data)
             top, left, h, w = inception_window(seed, shape[0], shape[1], area, aspect)
-            window = tf.stack([top, left, h, w])
-            return tf.image.decode_and_crop_jpeg(data, window, channels=3)
+            # Decode a 2-pixel margin too: chroma at the window's edge is upsampled from
+            # its neighbours, so the crop's pixels equal those of the whole image decoded.
+            top_m, left_m = tf.maximum(top - 2, 0), tf.maximum(left - 2, 0)
+            bottom_m, right_m = (
+                tf.minimum(top + h + 2, shape[0]),
+                tf.minimum(left + w + 2, shape[1]),
+            )
+            window = tf.stack([top_m, left_m, bottom_m - top_m, right_m - left_m])
+            image = tf.image.decode_and_crop_jpeg(
+                data, window, channels=3, dct_method=_dct(fast_dct)
+            )
+            return image[top - top_m : top - top_m + h, left - left_m : left - left_m + w]
 
         def from_other():
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
@@ -282,7 +312,9 @@ def flip_lr(p: float = 0.5, landmark_permutation: Sequence[int] | None = None):
         raise ValueError(f"p must be in [0, 1]; got {p!r}.")
     permutation = None if landmark_permutation is None else list(landmark_permutation)
     if permutation is not None and sorted(permutation) != list(range(len(permutation))):
-        raise ValueError(f"landmark_permutation must be a permutation of 0..K-1; got {permutation}.")
+        raise ValueError(
+            f"landmark_permutation must be a permutation of 0..K-1; got {permutation}."
+        )
 
     def flipped(example):
         out = _move_geometry(example, tf.constant([1.0, -1.0]), tf.constant([0.0, 1.0]))
@@ -333,7 +365,9 @@ def value_range(low: float = -1.0, high: float = 1.0):
 
 
 @register_op("normalize", kind="pixel")
-def normalize(mean: float | Sequence[float] | str = "imagenet", std: float | Sequence[float] | None = None):
+def normalize(
+    mean: float | Sequence[float] | str = "imagenet", std: float | Sequence[float] | None = None
+):
     """``(x - mean) / std`` per channel, on pixel values in 0..1 (on whole batches);
     ``mean='imagenet'`` is ImageNet's mean and std."""
     if mean == "imagenet":
