@@ -311,3 +311,20 @@ def test_inference_reuses_the_eval_chain(jpeg_dir):
     from convjax.data.pipeline import preprocess_images
 
     np.testing.assert_array_equal(preprocess_images(images, section), evaluated)
+
+
+def test_inference_reads_feature_dtypes_without_tfds_deprecation_warnings(jpeg_dir, monkeypatch):
+    """tfds warns "`TensorInfo.dtype` is deprecated" (at most 10 times a process) when
+    that attribute is read: count the reads directly."""
+    from tensorflow_datasets.core.features import feature
+
+    from convjax.data.pipeline import preprocess_images
+
+    reads = []
+    monkeypatch.setattr(feature, "log_tf_warning", lambda name: reads.append(name))
+    info = tfds.builder("photo_jpegs/good", data_dir=jpeg_dir).info.features.get_tensor_info()
+    assert info["label"].dtype == tf.int64 and reads == ["TensorInfo"]  # the counter works
+    reads.clear()
+    image = skimage_image_rgb("coffee")
+    assert preprocess_images([image], jpeg_section(jpeg_dir)).shape == (1, 32, 32, 3)
+    assert reads == []
