@@ -24,10 +24,12 @@ Cases (``--cases``, default all):
 
 Prints one line per case: steady images/s (the median of 5 windows of the timed
 batches, after one whole epoch of warm-up, in which a cached pipeline fills its
-cache), images/s over that first epoch, and the seconds to the first batch (which
-includes compiling the augmentation). Compare with ``benchmarks/train_step.py``
-(LeNet-5 and ResNet-18-CIFAR images/s). Use ``--data_dir`` to keep ``cifar_like``
-between runs.
+cache), images/s over that first epoch, the seconds to the first batch (which
+includes compiling the augmentation), and the CPU time per image in the timed windows
+(all threads of the process) with the images/s one core gives at that cost -- the
+figure that survives a machine shared with other work, where wall-clock rates do not.
+Compare with ``benchmarks/train_step.py`` (LeNet-5 and ResNet-18-CIFAR images/s).
+Use ``--data_dir`` to keep ``cifar_like`` and ``jpeg_like`` between runs.
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ class JpegLike(PhotoCrops):
 
 
 def images_per_second(dataset, batch, batches):
-    """(steady images/s, seconds to the first batch, images/s over the first epoch)."""
+    """(steady images/s, seconds to the first batch, images/s over the first epoch,
+    CPU milliseconds per image in the timed windows, all threads of this process)."""
     begin = time.perf_counter()
     iterator = data.create_train_iterator(dataset, global_batch_size=batch, seed=0)
     next(iterator)
@@ -151,12 +154,14 @@ def images_per_second(dataset, batch, batches):
         next(iterator)
     first_epoch = epoch_batches * batch / (time.perf_counter() - begin)
     rates = []
+    cpu_begin = time.process_time()
     for _ in range(WINDOWS):  # The median of several windows: the machine is shared.
         begin = time.perf_counter()
         for _ in range(batches // WINDOWS):
             next(iterator)
         rates.append(batches // WINDOWS * batch / (time.perf_counter() - begin))
-    return statistics.median(rates), first, first_epoch
+    cpu_ms = 1e3 * (time.process_time() - cpu_begin) / (batches // WINDOWS * WINDOWS * batch)
+    return statistics.median(rates), first, first_epoch, cpu_ms
 
 
 def build_here(config):
@@ -257,9 +262,15 @@ def main():
         f"\nbatch {args.batch}, {args.batches} timed batches (median of {WINDOWS} windows), "
         f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"{'pipeline':<58} {'images/s':>10} {'first epoch':>12} {'first batch (s)':>16}")
-    for name, rate, first, first_epoch in rows:
-        print(f"{name:<58} {rate:>10,.0f} {first_epoch:>12,.0f} {first:>16.2f}")
+    print(
+        f"{'pipeline':<58} {'images/s':>10} {'first epoch':>12} {'first batch (s)':>16} "
+        f"{'CPU ms/image':>13} {'images/s/core':>14}"
+    )
+    for name, rate, first, first_epoch, cpu_ms in rows:
+        print(
+            f"{name:<58} {rate:>10,.0f} {first_epoch:>12,.0f} {first:>16.2f} "
+            f"{cpu_ms:>13.2f} {1e3 / cpu_ms:>14,.0f}"
+        )
     if "cifar" in cases:
         print(f"heavy augmentation: {HEAVY_AUGMENT}")
 

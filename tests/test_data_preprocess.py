@@ -106,6 +106,26 @@ def test_inception_crop_is_the_window_of_the_full_image_resized(name):
     assert checked == 12
 
 
+def test_training_chains_fast_crop_is_the_fast_decode_cropped_and_resized():
+    """The ImageNet training chain's crop (fast DCT, no antialiasing) == TensorFlow's
+    default decode of the whole JPEG, the same window cut out, torch's bilinear resize."""
+    encoded = jpeg_bytes(skimage_image_rgb("coffee"))
+    full = tf.io.decode_jpeg(encoded, channels=3).numpy()  # TensorFlow's default DCT
+    train, _ = imagenet_chains(224)
+    crop_op = preprocess.parse_chain(train).ops[0]
+    assert crop_op.kwargs["fast_dct"] and not crop_op.kwargs["antialias"]
+    for seed in range(6):
+        seed = tf.constant([seed, 2], tf.int64)
+        top, left, h, w = (int(v) for v in preprocess_ops.inception_window(seed, *full.shape[:2]))
+        window = torch.from_numpy(full[top : top + h, left : left + w]).permute(2, 0, 1)
+        reference = torch.nn.functional.interpolate(
+            window[None].float(), size=(224, 224), mode="bilinear", align_corners=False
+        )
+        reference = reference.round()[0].permute(1, 2, 0).numpy().astype(int)
+        got = crop_op.fn({"image": tf.constant(encoded)}, seed)["image"].numpy().astype(int)
+        assert np.abs(got - reference).max() <= 1
+
+
 def torchvision_random_resized_crop(rng, height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
     """torchvision's RandomResizedCrop.get_params as documented, in numpy."""
     area = height * width

@@ -105,13 +105,17 @@ def imagenet_chains(
 
     - train: Inception's crop at full resolution (area ``crop_area``, aspect 3/4..4/3,
       only the window decoded) resized to ``side``, a random mirror, ImageNet's
-      normalisation;
+      normalisation. Decoded with libjpeg's fast DCT and resized bilinearly without
+      antialiasing, as flax's and big_vision's ImageNet pipelines do: half the CPU time
+      per image of the accurate DCT with an antialiased resize (PIL's pixels, which
+      only the eval chain needs to match);
     - eval: the shorter side resized to ``resize_side`` (default ``side * 256 / 224``,
       rounded: 256 for 224), the centre ``side`` x ``side``, the same normalisation.
     """
     resize_side = resize_side or round(side * 256 / 224)
     area = f"({crop_area[0]:g}, {crop_area[1]:g})"
-    train = f"decode_jpeg_and_inception_crop({side}, area={area})|flip_lr|normalize('imagenet')"
+    crop = f"decode_jpeg_and_inception_crop({side}, area={area}, antialias=False, fast_dct=True)"
+    train = f"{crop}|flip_lr|normalize('imagenet')"
     evaluate = f"decode(3)|resize_small({resize_side})|central_crop({side})|normalize('imagenet')"
     return train, evaluate
 
