@@ -14,17 +14,22 @@ Cases (``--cases``, default all):
   crop) and a heavy list; cached in memory (the default for a set this size) and
   decoded every epoch;
 - ``jpeg``: ImageNet-shaped JPEG files (``jpeg_like``: 2,560 photographs 300-500 px a
-  side, cut from scikit-image's and resized, JPEG-encoded) through the ImageNet
-  configs' dataset section (``convjax.data.config.imagenet_dataset``): decode, resize
-  to 224x224, then Inception's random-resized crop and a mirror, decoded every epoch
-  as ImageNet is; and the same without the augmentation.
+  side, cut from scikit-image's and resized, JPEG-encoded), decoded every epoch as
+  ImageNet is, through the ImageNet configs' chains
+  (``convjax.data.config.imagenet_chains``): the training chain (Inception's crop
+  decoded alone from the JPEG, one resize to 224, flip, normalise), the eval chain
+  (decode, shorter side to 256, centre 224, normalise), and for comparison the
+  earlier pipeline (decode, resize the whole image to 224, then the random-resized
+  crop and mirror on the batch in JAX).
 
 Prints one line per case: steady images/s (the median of 5 windows of the timed
 batches, after one whole epoch of warm-up, in which a cached pipeline fills its
-cache), images/s over that first epoch, and the seconds to the first batch (which
-includes compiling the augmentation). Compare with ``benchmarks/train_step.py``
-(LeNet-5 and ResNet-18-CIFAR images/s). Use ``--data_dir`` to keep ``cifar_like``
-between runs.
+cache), images/s over that first epoch, the seconds to the first batch (which
+includes compiling the augmentation), and the CPU time per image in the timed windows
+(all threads of the process) with the images/s one core gives at that cost -- the
+figure that survives a machine shared with other work, where wall-clock rates do not.
+Compare with ``benchmarks/train_step.py`` (LeNet-5 and ResNet-18-CIFAR images/s).
+Use ``--data_dir`` to keep ``cifar_like`` and ``jpeg_like`` between runs.
 """
 
 from __future__ import annotations
@@ -135,7 +140,8 @@ class JpegLike(PhotoCrops):
 
 
 def images_per_second(dataset, batch, batches):
-    """(steady images/s, seconds to the first batch, images/s over the first epoch)."""
+    """(steady images/s, seconds to the first batch, images/s over the first epoch,
+    CPU milliseconds per image in the timed windows, all threads of this process)."""
     begin = time.perf_counter()
     iterator = data.create_train_iterator(dataset, global_batch_size=batch, seed=0)
     next(iterator)
@@ -148,12 +154,14 @@ def images_per_second(dataset, batch, batches):
         next(iterator)
     first_epoch = epoch_batches * batch / (time.perf_counter() - begin)
     rates = []
+    cpu_begin = time.process_time()
     for _ in range(WINDOWS):  # The median of several windows: the machine is shared.
         begin = time.perf_counter()
         for _ in range(batches // WINDOWS):
             next(iterator)
         rates.append(batches // WINDOWS * batch / (time.perf_counter() - begin))
-    return statistics.median(rates), first, first_epoch
+    cpu_ms = 1e3 * (time.process_time() - cpu_begin) / (batches // WINDOWS * WINDOWS * batch)
+    return statistics.median(rates), first, first_epoch, cpu_ms
 
 
 def build_here(config):
@@ -186,6 +194,13 @@ def jpeg_config(data_dir):
     return config
 
 
+EARLIER_JPEG = dict(  # decode, resize the whole image, then crop and mirror in JAX
+    pp_train="channels(3)|resize(224)|normalize('imagenet')",
+    pp_eval="channels(3)|resize(224)|normalize('imagenet')",
+    augment="random_resized_crop(scale=(0.08, 1.0)), mirror",
+)
+
+
 def cifar_rows(data_dir, batch, batches):
     cifar = cifar_sized_config(data_dir)
     rows = []
@@ -204,12 +219,16 @@ def cifar_rows(data_dir, batch, batches):
 
 def jpeg_rows(data_dir, batch, batches):
     jpeg = jpeg_config(data_dir)
+    cases = (
+        ("train chain: decode_and_crop + resize + flip", {}),
+        ("eval chain: decode, resize_small 256, crop 224", {"pp_train": jpeg.pp_eval}),
+        ("earlier: decode, resize 224, crop+mirror in JAX", EARLIER_JPEG),
+    )
     rows = []
-    for label, spec in (("random-resized crop + mirror", jpeg.augment), ("no augmentation", "")):
+    for label, overrides in cases:
         case = jpeg.copy_and_resolve_references()
-        case.augment = spec
-        name = f"jpeg_like -> 224x224x3, {label}, decoded"
-        rows.append((name, *images_per_second(case, batch, batches)))
+        case.update(overrides)
+        rows.append((f"jpeg_like, {label}", *images_per_second(case, batch, batches)))
     return rows
 
 
@@ -241,11 +260,17 @@ def main():
             rows += jpeg_rows(args.data_dir or tmp_dir, args.batch, args.batches)
     print(
         f"\nbatch {args.batch}, {args.batches} timed batches (median of {WINDOWS} windows), "
-        f"{os.cpu_count()} CPU cores"
+        f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"{'pipeline':<58} {'images/s':>10} {'first epoch':>12} {'first batch (s)':>16}")
-    for name, rate, first, first_epoch in rows:
-        print(f"{name:<58} {rate:>10,.0f} {first_epoch:>12,.0f} {first:>16.2f}")
+    print(
+        f"{'pipeline':<58} {'images/s':>10} {'first epoch':>12} {'first batch (s)':>16} "
+        f"{'CPU ms/image':>13} {'images/s/core':>14}"
+    )
+    for name, rate, first, first_epoch, cpu_ms in rows:
+        print(
+            f"{name:<58} {rate:>10,.0f} {first_epoch:>12,.0f} {first:>16.2f} "
+            f"{cpu_ms:>13.2f} {1e3 / cpu_ms:>14,.0f}"
+        )
     if "cifar" in cases:
         print(f"heavy augmentation: {HEAVY_AUGMENT}")
 

@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = common.imagenet_classification(
         arg.model, arg.imagenette, batch_size=128, epochs=90, optimizer=optimizer,
         image_size=128 if arg.imagenette else (227 if original else 224),
-        augment="random_resized_crop(scale=(0.35, 1.0)), mirror, pca_lighting(std=0.1)",
+        crop_area=(0.35, 1.0), augment="pca_lighting(std=0.1)",
     )  # fmt: skip
     if arg.smoke:  # 67x67 is the grouped network's smallest input
         common.digits_smoke(config, 2, image_size=67 if original else 64, channels=3)

@@ -43,8 +43,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = "resnet18"
     config.model_kwargs = ml_collections.ConfigDict({"num_classes": 10})
     config.dataset = imagenet_dataset(
-        True, image_size=160, augment="random_resized_crop(scale=(0.35, 1.0)), mirror"
-    )  # imagenette/160px-v2 at 160x160 with ImageNet's normalisation
+        True, image_size=160, crop_area=(0.35, 1.0)
+    )  # imagenette/160px-v2: 160x160 Inception crops, flips, ImageNet's normalisation
     config.task = "transfer"
     config.task_kwargs = ml_collections.ConfigDict(
         {

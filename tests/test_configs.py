@@ -109,6 +109,27 @@ def expected_evals(key: str) -> dict | None:
         return face_evals(0 if smoke else 5000)
     return TASK_EVAL
 
+# Every dataset section gained the preprocessing chains (None: the fields describe them)
+# and on_decode_error; the ImageNet sections are now the standard chains (Inception crop
+# at full resolution; resize the shorter side, centre crop) in place of a stretch to
+# image_size with crops in JAX. Same side, crop area and extra augmentation as before.
+NEW_DATASET_FIELDS = {"pp_train": None, "pp_eval": None, "on_decode_error": "skip"}
+
+
+def dataset_changes(want: dict) -> dict:
+    """The intended changes of one recorded dataset section (snapshot encoding)."""
+    changes = dict(NEW_DATASET_FIELDS)
+    if want["name"] not in ("imagenet2012", "imagenette/160px-v2"):
+        return changes
+    from convjax.data.config import imagenet_chains
+
+    augment = want["augment"]
+    area = (0.35, 1.0) if "scale=(0.35, 1.0)" in augment else (0.08, 1.0)
+    train, evaluate = imagenet_chains(want["image_size"]["__tuple__"][0], crop_area=area)
+    extra = "pca_lighting(std=0.1)" if "pca_lighting" in augment else ""
+    none = dict.fromkeys(("image_size", "channels", "mean", "std"))
+    return {**changes, **none, "pp_train": train, "pp_eval": evaluate, "augment": extra}
+
 
 def encode(value):
     """A config as JSON-able data that keeps tuples apart from lists."""
@@ -169,6 +190,9 @@ def test_every_variant_resolves_to_its_recorded_fields():
             face_eval = want["__dict__"]["face_eval"]["__dict__"]
             for moved in ("validation_split", "test_split", "criterion", "target_far"):
                 del face_eval[moved]
+        if "dataset" in want["__dict__"]:
+            dataset = want["__dict__"]["dataset"]["__dict__"]
+            dataset.update({f: encode(v) for f, v in dataset_changes(dataset).items()})
         # JSON round trip: tuples inside the snapshot's lists come back as lists too.
         assert_same(json.loads(json.dumps(encode(config))), want, key)
 

@@ -2,8 +2,9 @@
 deterministic per-host pipelines, and the example-function extension point.
 
     from convjax import data
-    meta = data.dataset_metadata(config.dataset)
-    train = data.create_train_iterator(config.dataset, global_batch_size=128, seed=0)
+    spec = data.resolve(config.dataset)          # checked once; every function takes it
+    meta = data.dataset_metadata(spec)
+    train = data.create_train_iterator(spec, global_batch_size=128, seed=0)
 """
 
 from convjax.data import (  # noqa: F401  (register the offline tfds builders)
@@ -21,15 +22,22 @@ from convjax.data.pipeline import (
     create_train_iterator,
     dataset_metadata,
 )
+from convjax.data.preprocess import list_ops, parse_chain, register_op
+from convjax.data.spec import DatasetSpec, resolve
 
 __all__ = [
     "DatasetMetadata",
+    "DatasetSpec",
     "create_eval_iterator",
     "create_train_iterator",
     "dataset_metadata",
     "default_dataset_config",
     "get_builder",
+    "list_ops",
     "offline_datasets",
+    "parse_chain",
     "register_example_fn",
+    "register_op",
+    "resolve",
     "resolve_dataset_config",
 ]

@@ -44,7 +44,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from convjax.data import colour, geometry
@@ -282,25 +281,25 @@ def make_batch_augment(spec, **kwargs) -> Callable[[jax.Array, Example], Example
     return augment_batch
 
 
-def batch_augment_from_config(
-    dataset: ml_collections.ConfigDict, pca_basis=None
-) -> Callable[[jax.Array, Example], Example]:
-    """``augment_batch(key, batch) -> batch`` for a resolved ``dataset`` config section:
-    :func:`make_batch_augment` of ``dataset.augment``, then the ``mean``/``std``
-    normalisation (batches come in with images in 0..1). This is what the pipeline
+def batch_augment_from_config(dataset, pca_basis=None) -> Callable[[jax.Array, Example], Example]:
+    """``augment_batch(key, batch) -> batch`` for a ``dataset`` config section or its
+    :class:`~convjax.data.spec.DatasetSpec`: :func:`make_batch_augment` of
+    ``dataset.augment``, then the train chain's pixel ops (``normalize``,
+    ``value_range``; batches come in with images in 0..1). This is what the pipeline
     runs; call it in the train step when ``dataset.augment_in_pipeline`` is False."""
+    from convjax.data.preprocess import apply_pixel_ops
+    from convjax.data.spec import resolve  # spec parses augment specs with this module
+
+    spec = resolve(dataset)
     augment_batch = make_batch_augment(
-        dataset.augment,
-        landmark_flip_permutation=dataset.get("landmark_flip_permutation"),
+        spec.config.augment,
+        landmark_flip_permutation=spec.config.landmark_flip_permutation,
         pca_basis=pca_basis,
     )
-    mean = None if dataset.get("mean") is None else np.asarray(dataset.mean, np.float32)
-    std = None if dataset.get("std") is None else np.asarray(dataset.std, np.float32)
+    pixel_ops = spec.train_chain.pixel_ops
 
     def augment_and_normalise(key: jax.Array, batch: Example) -> Example:
         batch = augment_batch(key, batch)
-        if mean is not None:
-            batch = {**batch, "image": (batch["image"] - mean) / std}
-        return batch
+        return {**batch, "image": apply_pixel_ops(pixel_ops, batch["image"])}
 
     return augment_and_normalise

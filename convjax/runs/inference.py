@@ -2,12 +2,13 @@
 
 :func:`model_inputs` is what detection (:mod:`convjax.runs.detect`) and the faces
 verbs (:mod:`convjax.runs.faces`) feed a restored model: each image goes through
-:func:`convjax.data.pipeline.preprocess_images` (example function, resize method and
-mode, channels, normalisation: exactly as the eval split). A dataset that keeps its
-stored size (``image_size=None``) or channels (``channels=None``) is pinned to the size
-and channels of its examples, so an image of any size or colour mode reaches the model
-at the shape it was trained on; an image already of that shape is left as the eval
-split leaves it.
+:func:`convjax.data.pipeline.preprocess_images`: the example function and the eval
+chain (``dataset.pp_eval``, e.g. ImageNet's resize-shorter-side-256 + centre-crop-224 +
+normalisation), exactly as the eval split. A dataset described by fields rather than
+chains that keeps its stored size (``image_size=None``) or channels (``channels=None``)
+is pinned to the size and channels of its examples, so an image of any size or colour
+mode reaches the model at the shape it was trained on; an image already of that shape
+is left as the eval split leaves it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from convjax.data import pipeline
+from convjax.data import spec as data_spec
 from convjax.data.config import resolve_dataset_config
 from convjax.runs.images import read_image
 
@@ -26,6 +28,8 @@ def inference_dataset_config(dataset: ml_collections.ConfigDict) -> ml_collectio
     """A copy of ``dataset`` with ``image_size`` and ``channels`` set to its examples'
     preprocessed shape where they were ``None`` (module docstring)."""
     config = resolve_dataset_config(dataset)
+    if data_spec.resolve(config).explicit_chains:
+        return config  # The eval chain fixes the shape itself.
     if config.image_size is None or config.channels is None:
         height, width, channels = pipeline.dataset_metadata(config).image_shape
         if config.image_size is None:

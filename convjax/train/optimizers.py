@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import optax
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "lbfgs")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "lars", "lbfgs")
 SCHEDULES = ("constant", "cosine", "linear", "step")
 
 
@@ -50,6 +51,11 @@ def make_schedule(config: Mapping[str, Any], num_steps: int) -> optax.Schedule:
     return main
 
 
+def _matrices(params):
+    """True for kernels (ndim > 1), False for biases and BatchNorm scales."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
 def make_optimizer(config: Mapping[str, Any], num_steps: int) -> optax.GradientTransformation:
     """The optax transformation described by ``config`` for a run of ``num_steps``."""
     name = config["name"]
@@ -70,6 +76,11 @@ def make_optimizer(config: Mapping[str, Any], num_steps: int) -> optax.GradientT
             return optax.adamw(learning_rate, weight_decay=weight_decay)
         if name == "rmsprop":
             return optax.rmsprop(learning_rate, momentum=momentum)
+        if name == "lars":  # You et al. 2017: no decay or trust ratio for biases/BatchNorm
+            return optax.lars(
+                learning_rate, weight_decay=weight_decay, momentum=momentum,
+                weight_decay_mask=_matrices, trust_ratio_mask=_matrices,
+            )  # fmt: skip
         # No line search: it needs the loss function itself, which a generic step
         # (and a step mapped over devices) does not hand to the optimizer.
         return optax.lbfgs(learning_rate, linesearch=None)
@@ -79,6 +90,6 @@ def make_optimizer(config: Mapping[str, Any], num_steps: int) -> optax.GradientT
     clip = _get(config, "grad_clip_norm", None)
     if clip:
         chain.append(optax.clip_by_global_norm(float(clip)))
-    if weight_decay and name not in ("adamw",):
+    if weight_decay and name not in ("adamw", "lars"):
         chain.append(optax.add_decayed_weights(weight_decay))
     return optax.chain(*chain, tx) if chain else tx
