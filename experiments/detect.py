@@ -38,10 +38,11 @@ def main(argv):
     paths = sorted(glob.glob(_IMAGES.value)) if _IMAGES.value else []
     if _IMAGES.value and not paths:
         raise app.UsageError(f"--images={_IMAGES.value!r} matches no file")
+    from convjax.detection.metrics import format_metrics
     from convjax.runs.detect import detect_images, evaluate_workdir
 
     metrics = evaluate_workdir(_WORKDIR.value, config=_CONFIG.value, announce=print)
-    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+    print(format_metrics(metrics), flush=True)
     if paths:
         for path in detect_images(_WORKDIR.value, paths, config=_CONFIG.value):
             print("wrote", path)
