@@ -30,6 +30,8 @@ from collections.abc import Iterator, Sequence
 
 from absl import flags
 
+from convjax import tensorflow_check
+
 # Imports the quick load refuses: the config needs the full load.
 HEAVY = ("tensorflow", "tensorflow_datasets", "jax", "jaxlib", "flax", "optax", "orbax")
 # Packages whose ``__init__`` pulls in TensorFlow but whose config helpers do not.
@@ -169,6 +171,8 @@ def config_error(argv: Sequence[str]) -> str | None:
     missing = _missing_path_error(spec.split("=", 1)[1])
     if missing:
         return missing
+    if importlib.util.find_spec("tensorflow") is None:  # configs import convjax.data
+        return f"error: {tensorflow_check.MISSING}"
     try:
         with _without_heavy_imports() as finder:
             try:

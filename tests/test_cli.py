@@ -303,6 +303,27 @@ def test_a_config_that_imports_jax_gets_the_same_one_line_errors(tmp_path):
     )
 
 
+def test_without_tensorflow_a_run_says_what_to_install_in_one_line(tmp_path):
+    """convjax leaves the TensorFlow distribution to the user (Colab's ``tensorflow`` or
+    the ``[tf]`` extra's ``tensorflow-cpu``); where none is installed the run says so."""
+    from convjax.tensorflow_check import MISSING
+
+    probe = (
+        "import runpy, sys\n"
+        "sys.modules['tensorflow'] = None  # as if it were not installed\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    command = [
+        sys.executable, "-c", probe, "experiments/train.py",
+        "--config=configs/lenet5_digits.py:smoke", f"--workdir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr == f"error: {MISSING}\n"
+    assert 'pip install tensorflow-cpu (or "convjax[tf]"' in MISSING
+
+
 def test_a_random_backbone_runs_only_when_asked_and_says_so(capsys):
     with pytest.raises(ValueError, match="frozen, randomly initialised backbone"):
         get_task("transfer", freeze=[BACKBONE])
