@@ -324,6 +324,34 @@ def test_without_tensorflow_a_run_says_what_to_install_in_one_line(tmp_path):
     assert 'pip install tensorflow-cpu (or "convjax[tf]"' in MISSING
 
 
+def test_optional_references_say_how_to_install_them():
+    """Every test that skips without PyTorch or torchvision names the extra that installs
+    it, and that extra exists in pyproject.toml with that package."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    found = 0
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            call = isinstance(node, ast.Call) and getattr(node.func, "attr", "")
+            if call != "importorskip":
+                continue
+            module = node.args[0].value
+            if module.split(".")[0] not in ("torch", "torchvision"):
+                continue
+            found += 1
+            reason = next((k.value.value for k in node.keywords if k.arg == "reason"), "")
+            extra = re.search(r'pip install -e "\.\[(\w+)\]"', reason)
+            assert extra, f"{path.name}: importorskip({module!r}) says not how to install it"
+            package = module.split(".")[0]
+            assert any(re.match(rf"{package}\b", r) for r in extras.get(extra.group(1), [])), (
+                f"{path.name}: extra [{extra.group(1)}] does not install {package}"
+            )
+    assert found >= 8
+
+
 def test_a_random_backbone_runs_only_when_asked_and_says_so(capsys):
     with pytest.raises(ValueError, match="frozen, randomly initialised backbone"):
         get_task("transfer", freeze=[BACKBONE])
