@@ -108,6 +108,10 @@ def test_notebook_is_committed_executed(path: Path):
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     install = code[0].source
     assert "CONVJAX_REPO = " in install and "pip" in install and "jax.devices()" in install
+    # The Colab way to ask for smoke runs, and an install that says what it does as it goes.
+    assert install.startswith("# Smoke runs") and "\n# %env CONVJAX_SMOKE=1\n" in install
+    assert "Installing convjax" in install and "minutes" in install and '"-q"' not in install
+    assert 'find_spec("tensorflow")' in install  # no second TensorFlow beside Colab's
     assert not any("sys.path" in cell.source for cell in code), f"{path.name} edits sys.path"
     assert any(re.search(r"^\s*(from|import) convjax", c.source, re.M) for c in code)
     assert all(cell.get("execution_count") for cell in code), f"{path.name}: not executed"
