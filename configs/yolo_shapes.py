@@ -1,8 +1,8 @@
 r"""YOLOv2-style detection of circles, squares and triangles on the offline `shapes` scenes.
 
 64x64 scenes with 1-4 objects, clutter and overlaps (``shapes/scenes``: 6,000 train / 500
-test, built on first use in ~1 minute); an 8x8 grid with 3 k-means anchors; a small
-Darknet-style backbone. No network needed.
+test, built once on first use: 3 min 25 s on a 2-core CPU, docs/detection.md); an 8x8 grid
+with 3 k-means anchors; a small Darknet-style backbone. No network needed.
 
 Train, then evaluate (mAP, sample detections PNG, precision-recall plot in the workdir):
 

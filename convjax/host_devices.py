@@ -32,6 +32,12 @@ HOST_DEVICE_FLAGS = (
     "--xla_cpu_collective_timeout_seconds=3600",
 )
 BATCH_FIELDS = ("batch_size", "eval_batch_size")
+# Threads of the CPU client's pool per simulated device. jaxlib 0.10's client runs the
+# executions and the wait for a launch slot (32 steps may be queued ahead) on one pool
+# of one thread per core: with 2 devices on 2 cores, a loop that queues a collective
+# step 32 times deadlocks (the all-reduce waits for a device whose thread waits for a
+# slot). Two threads per device measured enough (2 devices: 3 threads hang, 4 run).
+PJRT_THREADS_PER_DEVICE = 2
 
 
 def conv_library_flags() -> tuple[str, ...]:
@@ -103,7 +109,10 @@ def use_all_cpu_cores(
     argv: Sequence[str] | None = None,
     parallel: str | None = None,
 ) -> int | None:
-    """Sets ``XLA_FLAGS`` for host devices; returns their count (None if left alone).
+    """Sets ``XLA_FLAGS`` for host devices, and ``PJRT_NPROC`` (the CPU client's thread
+    pool, unless set) to :data:`PJRT_THREADS_PER_DEVICE` threads per device, so a plain
+    loop over a compiled collective step never deadlocks; returns the device count
+    (None if left alone).
 
     Args:
       num_devices: an explicit count; default: the largest count up to
@@ -136,6 +145,8 @@ def use_all_cpu_cores(
                 file=sys.stderr,
                 flush=True,
             )
+    threads = max(available_cores(), PJRT_THREADS_PER_DEVICE * int(num_devices))
+    os.environ.setdefault("PJRT_NPROC", str(threads))  # the CPU client's pool size
     os.environ["XLA_FLAGS"] = " ".join(
         (
             f"--xla_force_host_platform_device_count={int(num_devices)}",

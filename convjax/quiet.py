@@ -137,8 +137,13 @@ def exit_now(status: int = 0) -> None:
 
 
 def cli_main(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-    """A script's ``main`` for ``app.run(cli_main(main))``: user errors as one line
+    """A script's ``main`` for ``app.run(cli_main(main))``: a ``--config`` flag that does
+    not load refused in one line at once, before absl parses the flags
+    (:func:`convjax.config_check.check_config_flag`), user errors as one line
     (:func:`one_line_errors`), and a prompt exit (:func:`exit_now`) once it returns."""
+    from convjax.config_check import check_config_flag
+
+    check_config_flag()
     main = one_line_errors(main)
 
     @functools.wraps(main)

@@ -43,12 +43,13 @@ def main(argv):
     paths = sorted(glob.glob(_IMAGES.value)) if _IMAGES.value else []
     if _IMAGES.value and not paths:
         raise app.UsageError(f"--images={_IMAGES.value!r} matches no file")
+    from convjax.detection.metrics import format_metrics
     from convjax.runs.detect import detect_images, evaluate_workdir
     from convjax.runs.workdir import DatasetMissingError
 
     try:
         metrics = evaluate_workdir(_WORKDIR.value, config=_CONFIG.value, announce=print)
-        print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+        print(format_metrics(metrics), flush=True)
     except DatasetMissingError as error:
         if not paths:
             raise

@@ -107,7 +107,7 @@ def run(verb: str, args: list[str]) -> None:
             gallery = faces.enroll_files(workdir, _GALLERY.value, args, config=config)
             print(
                 f"{_GALLERY.value}: {gallery.num_identities} identities, "
-                f"{gallery.num_embeddings} images, threshold {gallery.threshold}"
+                f"{gallery.num_embeddings} images, threshold {gallery.threshold:.4f}"
             )
         else:
             result = faces.identify_files(

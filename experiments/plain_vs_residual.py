@@ -14,6 +14,8 @@ from convjax.quiet import cli_main, quiet_startup
 
 quiet_startup()  # before TensorFlow or JAX is imported
 
+import os  # noqa: E402
+
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -40,9 +42,11 @@ def main(argv):
         }
     )
     distributed.initialize()  # --jax_distributed: join a multi-host run
-    from convjax.runs.sweeps import plain_vs_residual
+    from convjax.runs.sweeps import SWEEP_JSON, SWEEP_PNG, plain_vs_residual
 
     plain_vs_residual(config, _WORKDIR.value)
+    for what, name in (("figure", SWEEP_PNG), ("results", SWEEP_JSON)):
+        print(f"{what}: {os.path.join(os.path.abspath(_WORKDIR.value), name)}")
 
 
 if __name__ == "__main__":

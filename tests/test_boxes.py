@@ -184,9 +184,12 @@ def test_bad_input_raises_clear_errors():
 
 @pytest.mark.parametrize("clustered", [False, True])
 def test_iou_variants_match_torchvision(clustered):
-    ops = pytest.importorskip("torchvision.ops", reason="torchvision is the optional IoU reference")
+    ops = pytest.importorskip(
+        "torchvision.ops",
+        reason='torchvision is the optional IoU reference: pip install -e ".[torchvision]"',
+    )
     torch = pytest.importorskip(
-        "torch", reason="PyTorch (for torchvision) is the optional IoU reference"
+        "torch", reason='PyTorch is an optional reference: pip install -e ".[torch]"'
     )
     rng = np.random.default_rng(7 + clustered)
     a, b = random_boxes(rng, 40, clustered), random_boxes(rng, 30, clustered)

@@ -237,6 +237,121 @@ def test_finetuning_without_weights_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+# The commonest mistakes in --config, and the one line each must give (with the hint).
+CONFIG_MISTAKES = {
+    "misspelt override": (
+        ["--config=configs/lenet5_digits.py", "--config.batch_sze=64"],
+        "error: --config.batch_sze=64: the config has no field batch_sze; "
+        "did you mean --config.batch_size?",
+    ),
+    "wrong config path": (
+        ["--config=configs/lenet5_digit.py"],
+        "error: --config=configs/lenet5_digit.py: no such file; "
+        "did you mean configs/lenet5_digits.py?",
+    ),
+    "misspelt variant": (
+        ["--config=configs/lenet5_digits.py:smok"],
+        "error: --config=configs/lenet5_digits.py:smok: Unknown config variant(s) ['smok']; "
+        "valid: smoke",
+    ),
+    "override into a string": (
+        ["--config=configs/lenet5_digits.py", "--config.dataset.augment.x=3"],
+        "error: --config.dataset.augment.x=3: string indices must be integers, not 'str'",
+    ),
+}
+# Runs a script as `python SCRIPT ARGS...` would, then says which heavy modules it imported.
+HEAVY_PROBE = (
+    "import runpy, sys\n"
+    "sys.argv = sys.argv[1:]\n"
+    "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    "finally:\n"
+    "    heavy = [m for m in ('jax', 'tensorflow', 'convjax.runs') if m in sys.modules]\n"
+    "    print('HEAVY', heavy)\n"
+)
+
+
+@pytest.mark.parametrize("mistake", sorted(CONFIG_MISTAKES))
+def test_config_mistakes_are_one_line_before_tensorflow_or_jax(mistake, tmp_path):
+    args, expected = CONFIG_MISTAKES[mistake]
+    command = [sys.executable, "experiments/train.py", *args, f"--workdir={tmp_path / 'run'}"]
+    start = time.perf_counter()
+    done = subprocess.run(
+        command, cwd=ROOT, env=user_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
+    seconds = time.perf_counter() - start
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", expected + "\n")
+    assert seconds < 3.0, f"{mistake}: {seconds:.1f} s"
+    for script in ("train.py", "plain_vs_residual.py", "stylize.py"):
+        probe = [sys.executable, "-c", HEAVY_PROBE, f"experiments/{script}", *args, "--workdir=w"]
+        done = subprocess.run(probe, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.stderr == expected + "\n", (script, done.stderr[-2000:])
+        assert done.stdout == "HEAVY []\n", (script, done.stdout)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_that_imports_jax_gets_the_same_one_line_errors(tmp_path):
+    """configs/yolo_shapes.py imports convjax.tasks (JAX): its mistakes are still one line."""
+    command = [sys.executable, "experiments/train.py", "--config=configs/yolo_shapes.py:smok"]
+    done = subprocess.run(
+        [*command, f"--workdir={tmp_path}"], cwd=ROOT, env=user_env(tmp_path),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (
+        "error: --config=configs/yolo_shapes.py:smok: Unknown config variant(s) ['smok']; "
+        "valid: smoke\n"
+    )
+
+
+def test_without_tensorflow_a_run_says_what_to_install_in_one_line(tmp_path):
+    """convjax leaves the TensorFlow distribution to the user (Colab's ``tensorflow`` or
+    the ``[tf]`` extra's ``tensorflow-cpu``); where none is installed the run says so."""
+    from convjax.tensorflow_check import MISSING
+
+    probe = (
+        "import runpy, sys\n"
+        "sys.modules['tensorflow'] = None  # as if it were not installed\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    command = [
+        sys.executable, "-c", probe, "experiments/train.py",
+        "--config=configs/lenet5_digits.py:smoke", f"--workdir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr == f"error: {MISSING}\n"
+    assert 'pip install tensorflow-cpu (or "convjax[tf]"' in MISSING
+
+
+def test_optional_references_say_how_to_install_them():
+    """Every test that skips without PyTorch or torchvision names the extra that installs
+    it, and that extra exists in pyproject.toml with that package."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    found = 0
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            call = isinstance(node, ast.Call) and getattr(node.func, "attr", "")
+            if call != "importorskip":
+                continue
+            module = node.args[0].value
+            if module.split(".")[0] not in ("torch", "torchvision"):
+                continue
+            found += 1
+            reason = next((k.value.value for k in node.keywords if k.arg == "reason"), "")
+            extra = re.search(r'pip install -e "\.\[(\w+)\]"', reason)
+            assert extra, f"{path.name}: importorskip({module!r}) says not how to install it"
+            package = module.split(".")[0]
+            assert any(re.match(rf"{package}\b", r) for r in extras.get(extra.group(1), [])), (
+                f"{path.name}: extra [{extra.group(1)}] does not install {package}"
+            )
+    assert found >= 8
+
+
 def test_a_random_backbone_runs_only_when_asked_and_says_so(capsys):
     with pytest.raises(ValueError, match="frozen, randomly initialised backbone"):
         get_task("transfer", freeze=[BACKBONE])

@@ -13,7 +13,7 @@ from convjax.models.convert import convert_torchvision, load_state_dict, load_to
 from convjax.models.taps import feature_extractor
 
 torch = pytest.importorskip(
-    "torch", reason="PyTorch CPU is the optional reference: pip install torch==2.13.0"
+    "torch", reason='PyTorch CPU is an optional reference: pip install -e ".[torch]"'
 )
 tnn = torch.nn
 safetensors_torch = pytest.importorskip("safetensors.torch")

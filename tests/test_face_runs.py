@@ -5,6 +5,9 @@ identities from the workdir alone, then enroll, identify and verify image files.
 import glob
 import json
 import os
+import pathlib
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -212,3 +215,21 @@ def test_threshold_json_round_trip_and_missing_threshold(trained, tmp_path):
     faces.save_threshold(threshold, str(tmp_path))
     assert faces.load_threshold(str(tmp_path)) == threshold
     assert faces.load_threshold(str(tmp_path / "nowhere")) is None
+
+
+def test_enroll_script_prints_the_threshold_rounded(trained, test_files, tmp_path):
+    _, workdir, _ = trained
+    paths, _ = test_files
+    gallery = tmp_path / "gallery.npz"
+    root = pathlib.Path(__file__).resolve().parents[1]
+    command = [
+        sys.executable, "experiments/faces.py", "enroll", f"--workdir={workdir}",
+        f"--gallery={gallery}", f"ann={paths[0]}", f"bob={paths[1]}",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    threshold = faces.load_threshold(workdir).threshold
+    assert done.stdout.splitlines()[-1] == (
+        f"{gallery}: 2 identities, 2 images, threshold {round(threshold, 4):.4f}"
+    )

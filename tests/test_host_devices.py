@@ -135,3 +135,52 @@ def test_default_command_runs_on_six_cores(tmp_path):
     with open(workdir / "results.json") as f:
         results = json.load(f)
     assert results["step"] == 2 and results["eval"]["count"] == 359  # the 20% test split
+
+
+LOOP_OVER_A_COLLECTIVE_STEP = textwrap.dedent(
+    """
+    import os, sys, time
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:2]))  # a 2-core machine
+    from convjax.host_devices import use_all_cpu_cores
+    assert use_all_cpu_cores(2) == 2
+    import jax, jax.numpy as jnp, optax
+    from convjax.train.parallel import get_strategy
+    from convjax.train.state import TrainState
+
+    def loss_fn(params, model_state, batch, rng):
+        loss = jnp.mean((batch["x"] @ params["w"] - batch["y"]) ** 2)
+        return loss, ({}, model_state)
+
+    batch = {"x": jnp.ones((8, 16)), "y": jnp.zeros((8, 4))}
+    for name in ("pmap", "shard_map"):
+        strategy = get_strategy(name)
+        state = TrainState.create(
+            params={"w": jnp.full((16, 4), 0.01)}, tx=optax.sgd(0.01), rng=jax.random.PRNGKey(0)
+        )
+        state, batch_on = strategy.put_state(state), strategy.put_batch(batch)
+        step = strategy.compile_train_step(loss_fn)
+        state, _ = step(state, batch_on)  # compiled before the clock starts
+        jax.block_until_ready(state)
+        start = time.perf_counter()
+        for _ in range(100):  # a user's own loop: nothing waits for a step to finish
+            state, metrics = step(state, batch_on)
+        jax.block_until_ready((state, metrics))
+        print(name, "100 steps", round(time.perf_counter() - start, 3), flush=True)
+    """
+)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_a_plain_loop_over_a_collective_step_never_deadlocks():
+    """jaxlib 0.10's CPU client deadlocked a 2-device collective step once 32 were queued
+    on a 2-core machine (use_all_cpu_cores now sizes its thread pool, PJRT_NPROC). The
+    loop runs in a subprocess with a timeout, so a deadlock fails instead of hanging."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PJRT_NPROC")}
+    env.update(JAX_PLATFORMS="cpu")
+    done = subprocess.run(
+        [sys.executable, "-c", LOOP_OVER_A_COLLECTIVE_STEP],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["pmap", "shard_map"], done.stdout

@@ -279,3 +279,17 @@ def test_coco_matches_pycocotools(seed):
     summary = coco_summary(ours)
     np.testing.assert_allclose([summary[k] for k in COCO_STAT_NAMES], evaluator.stats, atol=1e-6)
     assert 0.2 < summary["AP50"] < 0.95  # a non-trivial case
+
+
+def test_format_metrics_says_which_figures_have_no_objects():
+    from convjax.detection.metrics import format_metrics
+
+    assert format_metrics({"map50_voc": 0.98765, "coco_AP": 0.5}) == (
+        "map50_voc=0.9877 coco_AP=0.5000"
+    )
+    line = format_metrics({"coco_AP": 0.74321, "coco_AP_medium": -1.0, "ap50_class2": -1.0})
+    assert line == (
+        "coco_AP=0.7432 coco_AP_medium=n/a ap50_class2=n/a (n/a: the evaluated split has no "
+        "ground-truth object of that size or class)"
+    )
+    assert "-1" not in line and "\n" not in line

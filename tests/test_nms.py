@@ -182,9 +182,12 @@ def test_bad_inputs():
 
 @pytest.mark.parametrize("clustered", [False, True])
 def test_nms_matches_torchvision(clustered):
-    tv = pytest.importorskip("torchvision.ops", reason="torchvision is the optional NMS reference")
+    tv = pytest.importorskip(
+        "torchvision.ops",
+        reason='torchvision is the optional NMS reference: pip install -e ".[torchvision]"',
+    )
     torch = pytest.importorskip(
-        "torch", reason="PyTorch (for torchvision) is the optional NMS reference"
+        "torch", reason='PyTorch is an optional reference: pip install -e ".[torch]"'
     )
     rng = np.random.default_rng(11 + clustered)
     boxes = make_boxes(rng, 1000, clustered)

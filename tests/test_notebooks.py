@@ -2,7 +2,9 @@
 
 Every ``colab/NN_*.ipynb`` is executed with nbclient in a fresh kernel whose working
 directory is a temporary folder (so ``configs`` and ``convjax`` come from the installed
-package, not the checkout) with ``CONVJAX_SMOKE=1`` (every run shrunk to seconds). A
+package, not the checkout), with its own empty tfds data directory in it (a fresh
+runtime: each notebook builds the datasets it reads) and ``CONVJAX_SMOKE=1`` (every run
+shrunk to seconds). A
 notebook fails on any error cell, and on any cell tagged ``figure`` that produced no
 ``image/png`` output. One test per notebook, so pytest-xdist runs them in parallel.
 
@@ -35,11 +37,18 @@ CELL_TIMEOUT_S = 600
 INLINE = "module://matplotlib_inline.backend_inline"
 
 
-def _kernel_env() -> dict[str, str]:
+def _kernel_env(data_dir: Path) -> dict[str, str]:
     """The test process's environment for the kernel, minus what would hide a packaging
-    problem (PYTHONPATH) or change the device count (the suite's 4 simulated devices)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
+    problem (PYTHONPATH) or change the device count (the suite's 4 simulated devices),
+    with tfds reading and building datasets in ``data_dir``: empty, as on a fresh
+    runtime, so a notebook that reads a dataset it never built fails here."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "XLA_FLAGS") and not k.startswith("TFDS_")
+    }
     env["CONVJAX_SMOKE"] = "1"
+    env["TFDS_DATA_DIR"] = str(data_dir)
     return env
 
 
@@ -81,7 +90,8 @@ def test_notebook_runs_from_outside_the_checkout(path: Path, tmp_path: Path):
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},  # the kernel's working directory
     )
-    client.execute(env=_kernel_env())  # raises CellExecutionError on the first failing cell
+    # Raises CellExecutionError on the first failing cell.
+    client.execute(env=_kernel_env(tmp_path / "tensorflow_datasets"))
     assert not _error_outputs(notebook)
     missing = _figure_cells_without_image(notebook)
     assert not missing, f"{path.name}: figure cells {missing} produced no image/png"
@@ -98,6 +108,10 @@ def test_notebook_is_committed_executed(path: Path):
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     install = code[0].source
     assert "CONVJAX_REPO = " in install and "pip" in install and "jax.devices()" in install
+    # The Colab way to ask for smoke runs, and an install that says what it does as it goes.
+    assert install.startswith("# Smoke runs") and "\n# %env CONVJAX_SMOKE=1\n" in install
+    assert "Installing convjax" in install and "minutes" in install and '"-q"' not in install
+    assert 'find_spec("tensorflow")' in install  # no second TensorFlow beside Colab's
     assert not any("sys.path" in cell.source for cell in code), f"{path.name} edits sys.path"
     assert any(re.search(r"^\s*(from|import) convjax", c.source, re.M) for c in code)
     assert all(cell.get("execution_count") for cell in code), f"{path.name}: not executed"

@@ -101,7 +101,9 @@ def test_textbook_vertical_edge_example():
 
 
 def test_conv_matches_pytorch():
-    torch = pytest.importorskip("torch", reason="PyTorch CPU is an optional reference")
+    torch = pytest.importorskip(
+        "torch", reason='PyTorch CPU is an optional reference: pip install -e ".[torch]"'
+    )
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 11, 8, 3)).astype(np.float32)
     w = rng.normal(size=(3, 5, 3, 4)).astype(np.float32)

@@ -113,7 +113,9 @@ def test_textbook_max_pool_example():
 
 
 def test_pooling_matches_pytorch(images):
-    torch = pytest.importorskip("torch", reason="PyTorch CPU is an optional reference")
+    torch = pytest.importorskip(
+        "torch", reason='PyTorch CPU is an optional reference: pip install -e ".[torch]"'
+    )
     xt = torch.from_numpy(images).permute(0, 3, 1, 2)
     nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()
     fn = torch.nn.functional
@@ -193,7 +195,9 @@ def test_max_pool_gradient_equals_xla_select_and_scatter(window, stride, pads):
 
 @pytest.mark.parametrize("size,window,stride,padding", [(13, 3, 2, 0), (9, 3, 2, 1), (14, 2, 2, 0)])
 def test_ceil_mode_matches_pytorch(size, window, stride, padding):
-    torch = pytest.importorskip("torch", reason="PyTorch CPU is an optional reference")
+    torch = pytest.importorskip(
+        "torch", reason='PyTorch CPU is an optional reference: pip install -e ".[torch]"'
+    )
     x = np.random.default_rng(size).normal(size=(2, size, size + 1, 3)).astype(np.float32)
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_()
     yt = torch.nn.functional.max_pool2d(xt, window, stride, padding, ceil_mode=True)

@@ -1,6 +1,12 @@
 """The plain-vs-residual sweep's pieces: per-net configs and the figure (the full sweep
 runs as `experiments/plain_vs_residual.py --config=configs/plain_vs_residual.py:smoke`)."""
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -37,3 +43,24 @@ def test_sweep_figure_draws_one_point_per_net(tmp_path):
     path = save_figure(fig, tmp_path / "sweep.png")
     with Image.open(path) as png:
         assert png.size[0] > 300
+
+
+def test_the_script_says_where_its_figure_and_results_went(tmp_path):
+    """The smoke sweep (plain-8 and ResNet-8, one step each) through the script: its last
+    lines name the figure and the JSON, and both files are there."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    workdir = tmp_path / "sweep"
+    command = [
+        sys.executable, "experiments/plain_vs_residual.py",
+        "--config=configs/plain_vs_residual.py:smoke", f"--workdir={workdir}",
+        "--config.num_train_steps=1", "--config.log_every_steps=1",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-2:] == [
+        f"figure: {workdir / sweeps.SWEEP_PNG}",
+        f"results: {workdir / sweeps.SWEEP_JSON}",
+    ]
+    assert (workdir / sweeps.SWEEP_PNG).stat().st_size > 0
+    assert set(json.loads((workdir / sweeps.SWEEP_JSON).read_text())) == {"plain", "resnet"}

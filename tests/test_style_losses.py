@@ -148,7 +148,9 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_pytorch_mode_matches_the_pytorch_tutorial_code():
-    torch = pytest.importorskip("torch", reason="PyTorch CPU is an optional reference")
+    torch = pytest.importorskip(
+        "torch", reason='PyTorch CPU is an optional reference: pip install -e ".[torch]"'
+    )
     import torch.nn.functional as F
 
     def tutorial_gram(x):  # the tutorial's gram_matrix, verbatim in spirit

@@ -81,7 +81,9 @@ def test_random_network_keeps_activation_scale_through_all_layers():
 
 
 def test_pretrained_features_equal_pytorch_vgg19(tmp_path):
-    torch = pytest.importorskip("torch", reason="PyTorch CPU is an optional reference")
+    torch = pytest.importorskip(
+        "torch", reason='PyTorch CPU is an optional reference: pip install -e ".[torch]"'
+    )
     safetensors_torch = pytest.importorskip("safetensors.torch", reason="needs safetensors+torch")
     # torchvision's vgg19().features layout, built from torch.nn (avg pooling as Gatys).
     widths = [64, 64, "P", 128, 128, "P", 256, 256, 256, 256, "P", 512, 512, 512, 512, "P"]

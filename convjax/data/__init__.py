@@ -7,16 +7,20 @@ deterministic per-host pipelines, and the example-function extension point.
     train = data.create_train_iterator(spec, global_batch_size=128, seed=0)
 """
 
-from convjax.data import (  # noqa: F401  (register the offline tfds builders)
+from convjax.tensorflow_check import require_tensorflow
+
+require_tensorflow()  # one clear line, not a ModuleNotFoundError deep in tfds
+
+from convjax.data import (  # noqa: E402, F401  (register the offline tfds builders)
     identities,
     shapes,
     skimage_sets,
     sklearn_digits,
 )
-from convjax.data.builders import get_builder, offline_datasets
-from convjax.data.config import default_dataset_config, resolve_dataset_config
-from convjax.data.examples import register_example_fn
-from convjax.data.pipeline import (
+from convjax.data.builders import get_builder, offline_datasets  # noqa: E402
+from convjax.data.config import default_dataset_config, resolve_dataset_config  # noqa: E402
+from convjax.data.examples import register_example_fn  # noqa: E402
+from convjax.data.pipeline import (  # noqa: E402
     DatasetMetadata,
     create_eval_iterator,
     create_train_iterator,

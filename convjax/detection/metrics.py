@@ -368,6 +368,16 @@ def coco_summary(result: dict[str, jax.Array]) -> dict[str, float]:
     return dict(zip(COCO_STAT_NAMES, stats, strict=True))
 
 
+def format_metrics(metrics: dict[str, float]) -> str:
+    """``name=value`` pairs on one line; pycocotools' -1 (an area range or class with no
+    ground-truth object in the evaluated split) is written ``n/a`` and explained once."""
+    absent = [name for name, value in metrics.items() if value == -1]
+    line = " ".join(f"{k}={'n/a' if k in absent else f'{v:.4f}'}" for k, v in metrics.items())
+    if absent:
+        line += " (n/a: the evaluated split has no ground-truth object of that size or class)"
+    return line
+
+
 # --------------------------------------------------------------------------- VOC
 
 
