@@ -26,8 +26,8 @@ from convjax.data.pipeline import (  # noqa: E402
     create_train_iterator,
     dataset_metadata,
 )
-from convjax.data.preprocess import list_ops, parse_chain, register_op
-from convjax.data.spec import DatasetSpec, resolve
+from convjax.data.preprocess import list_ops, parse_chain, register_op  # noqa: E402
+from convjax.data.spec import DatasetSpec, resolve  # noqa: E402
 
 __all__ = [
     "DatasetMetadata",
