@@ -91,7 +91,10 @@ def test_eval_specs_are_checked_in_one_line(data_dir):
     context = EvalContext(
         config, build_model(config), get_task("classification"), get_strategy("jit"), 120
     )
-    with pytest.raises(ValueError, match=r"evals.x.type 'mAP'.*valid: detection, one_shot, task"):
+    with pytest.raises(
+        ValueError,
+        match=r"evals.x.type 'mAP'.*valid: detection, linear_probe, one_shot, task, verification",
+    ):
         build_evaluator("x", {"type": "mAP"}, context)
     with pytest.raises(ValueError, match=r"unknown fields \['cadence'\]; valid: type, split"):
         build_evaluator("x", {"type": "task", "cadence": 3}, context)

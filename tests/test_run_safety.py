@@ -318,7 +318,8 @@ def test_step_counts_and_strict_results(trained, data_dir, tmp_path, capsys):
     assert json.load(open(os.path.join(trained, "results.json")))["step"] == 6
     assert checkpoints(trained) == before
     # NaN and infinities are not JSON: results.json writes null.
-    path = write_results(str(tmp_path), 3, {"loss": math.inf, "accuracy": math.nan, "n": 1.0})
+    figures = {"loss": math.inf, "accuracy": math.nan, "n": 1.0}
+    path = write_results(str(tmp_path), 3, {"eval": figures})  # evaluator name -> figures
     text = open(path).read()
     assert "Infinity" not in text and "NaN" not in text
     assert json.loads(text) == {"step": 3, "eval": {"loss": None, "accuracy": None, "n": 1.0}}
