@@ -19,6 +19,7 @@ from convjax.models import features as F
 from convjax.models.vgg import conv_init
 from convjax.runs import images
 from convjax.runs import stylize as T
+from convjax.runs.style_config import OLD_NAMES
 from convjax.runs.workdir import save_config
 from convjax.style.inputs import blend_weights, scale_sizes
 from convjax.style.optimizers import keep_in_range
@@ -304,7 +305,7 @@ def _with_old_names(workdir) -> dict:
     num_steps, strategy, log_every, save_every, and no checkpoint cadence or keep."""
     path = workdir / "config.json"
     record = json.loads(path.read_text())
-    for old, new in T.OLD_NAMES.items():
+    for old, new in OLD_NAMES.items():
         if new in record and old != "checkpoint_every":
             record[old] = record.pop(new)
     record.pop("checkpoint_every_steps"), record.pop("keep_checkpoints")
