@@ -204,7 +204,7 @@ def resnet18_runs(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run(
         [sys.executable, WORKER, "resnet18_cifar", str(EQUALITY_STEPS), "16", "0.001", out],
-        env=env, capture_output=True, text=True, timeout=900,
+        env=env, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     return np.load(out)
