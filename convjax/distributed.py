@@ -57,13 +57,16 @@ def initialize(mode: str | None = None) -> bool:
         return False
     import jax
 
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    collectives = "jax_cpu_collectives_implementation"
+    previous = getattr(jax.config, collectives)
+    jax.config.update(collectives, "gloo")  # CPU devices of several processes talk over TCP
     try:
         jax.distributed.initialize(
             num_processes=_env_int("JAX_NUM_PROCESSES"), process_id=_env_int("JAX_PROCESS_ID")
         )
     except ValueError as error:
         if mode == "auto" and any(text in str(error) for text in _NO_CLUSTER):
+            jax.config.update(collectives, previous)  # one process: as before
             return False
         raise ValueError(
             f"--jax_distributed={mode}: no cluster to join ({error}); run under a TPU pod "

@@ -204,7 +204,7 @@ def resnet18_runs(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run(
         [sys.executable, WORKER, "resnet18_cifar", str(EQUALITY_STEPS), "16", "0.001", out],
-        env=env, capture_output=True, text=True, timeout=900,
+        env=env, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     return np.load(out)
@@ -233,3 +233,23 @@ def test_gspmd_meshes_train_like_one_device(resnet18_runs, mesh):
     held = runs[f"{mesh}/bytes_per_device"]
     assert len(set(held)) == 1
     assert (held[0] == whole) if fsdp == 1 else (whole / fsdp < held[0] < whole)
+
+
+def test_jax_distributed_flag_modes():
+    """auto without a cluster runs as one process; on says in one line what is missing."""
+    code = (
+        "from convjax import distributed\n"
+        "assert distributed.initialize('off') is False\n"
+        "assert distributed.initialize('auto') is False\n"
+        "try:\n"
+        "    distributed.initialize('on')\n"
+        "except ValueError as error:\n"
+        "    print(error)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_"))}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = proc.stdout.strip()
+    assert line.startswith("--jax_distributed=on: no cluster to join") and "\n" not in line
+    assert "JAX_COORDINATOR_ADDRESS" in line

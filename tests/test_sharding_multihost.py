@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 
 from convjax.runs import workdir as workdir_lib
+from convjax.tasks import get_task
+from convjax.train.checkpointing import Checkpointer
+from convjax.train.setup import abstract_train_state, build_model
 
 WORKER = os.path.join(os.path.dirname(__file__), "helpers", "sharding_multihost_worker.py")
 STEPS = 40
@@ -75,7 +78,16 @@ def _stop_part_way(procs):
 
 
 def _params(workdir):
-    return jax.tree_util.tree_flatten_with_path(workdir_lib.restore(workdir).state.params)[0]
+    """The newest checkpoint's parameters (numpy), read on this one process."""
+    config = workdir_lib.load_config(workdir)  # its task only changes the batches it reads
+    abstract = abstract_train_state(build_model(config), get_task("classification"), config,
+                                    (32, 32, 1))  # fmt: skip
+    checkpointer = Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
+    try:
+        items = checkpointer.restore(abstract.checkpoint_items())
+    finally:
+        checkpointer.close()
+    return jax.tree_util.tree_flatten_with_path(items["params"])[0]
 
 
 def _bytes_under(path):

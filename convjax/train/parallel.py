@@ -378,13 +378,13 @@ def get_strategy(
 ) -> Strategy:
     """``'jit'``, ``'pmap'``, ``'shard_map'``, ``'gspmd'`` (on ``mesh`` with the
     partition ``rules``: ``config.mesh``, ``config.partitioning``), or ``'auto'``:
-    gspmd on GPU/TPU or when the mesh or rules shard the state, else shard_map when
-    there are several devices, else jit."""
+    gspmd when the mesh or rules shard the state, or on GPU/TPU when a mesh is given;
+    else shard_map when there are several devices, else jit."""
     if name not in STRATEGIES:
         raise ValueError(f"Unknown parallel strategy {name!r}; valid: {', '.join(STRATEGIES)}")
     sharded = wants_sharding(mesh, rules)
     if name == "auto":
-        if sharded or jax.default_backend() != "cpu":
+        if sharded or (mesh is not None and jax.default_backend() != "cpu"):
             name = "gspmd"
         else:
             name = "shard_map" if jax.device_count() > 1 else "jit"
