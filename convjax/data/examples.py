@@ -4,9 +4,11 @@ An example function takes one decoded tfds example (a dict of ``tf.Tensor``, ima
 already decoded to uint8) and the resolved ``dataset`` config, and returns a flat dict
 of tensors:
 
-- ``'image'``: uint8 ``[h, w, c]``. The pipeline then resizes it to
-  ``config.image_size``, converts channels, scales to 0..1 and normalises it, so keep
-  any geometry that goes with it (boxes, landmarks) in normalised 0..1 coordinates.
+- ``'image'``: uint8 ``[h, w, c]`` (the encoded bytes, passed through, when the
+  preprocessing chain starts with a decode op). The chain
+  (:mod:`convjax.data.preprocess`) then crops, resizes, converts channels and
+  normalises it, moving ``boxes`` and ``landmarks`` with it, so keep them in
+  normalised 0..1 coordinates.
 - anything else (``'label'``, ``'boxes'``, ``'num_objects'``, ``'identity'``, ...):
   tensors of a **fixed shape**, so examples batch; pad variable-length fields to a
   maximum count and return the count or a mask with them.
