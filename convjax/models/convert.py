@@ -177,6 +177,35 @@ def _from_torch(
     return key, weight.T
 
 
+def _set_leaf(out: dict, collection: str, path: tuple[str, ...], value: np.ndarray) -> None:
+    """Puts ``value`` at ``out[collection][path...]``, creating the nested dicts."""
+    node = out.setdefault(collection, {})
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+
+
+def _check_conversion(
+    model_name: str, missing: list[str], mismatched: list[str], unused: list[str]
+) -> None:
+    """Raises one ``ValueError`` naming every missing key, shape mismatch and unused key."""
+    problems = []
+    if missing:
+        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        problems.append(f"missing from the state dict: {', '.join(missing[:8])}{more}")
+    if mismatched:
+        problems.append(f"shape mismatches: {'; '.join(mismatched)}")
+    if unused:
+        more = f" and {len(unused) - 8} more" if len(unused) > 8 else ""
+        problems.append(f"not used by {model_name}: {', '.join(unused[:8])}{more}")
+    if problems:
+        raise ValueError(
+            f"Cannot convert this state dict into {model_name}: "
+            + " | ".join(problems)
+            + " (pass exclude=['head'] to keep a new classifier, strict=False to ignore extras)"
+        )
+
+
 def convert_torchvision(
     model: nn.Module,
     state_dict: StateDict,
@@ -227,31 +256,14 @@ def convert_torchvision(
                     f"{key} {tuple(state_dict[key].shape)} -> {flax_name} {tuple(leaf.shape)}"
                 )
                 continue
-            node = out.setdefault(collection, {})
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = np.asarray(value, np.float32)
+            _set_leaf(out, collection, path, np.asarray(value, np.float32))
     unused = sorted(
         k
         for k in set(state_dict) - used
         if not k.endswith("num_batches_tracked")
         and not any(k.startswith(m + ".") for m in skipped_modules)
     )
-    problems = []
-    if missing:
-        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
-        problems.append(f"missing from the state dict: {', '.join(missing[:8])}{more}")
-    if mismatched:
-        problems.append(f"shape mismatches: {'; '.join(mismatched)}")
-    if unused and strict:
-        more = f" and {len(unused) - 8} more" if len(unused) > 8 else ""
-        problems.append(f"not used by {type(model).__name__}: {', '.join(unused[:8])}{more}")
-    if problems:
-        raise ValueError(
-            f"Cannot convert this state dict into {type(model).__name__}: "
-            + " | ".join(problems)
-            + " (pass exclude=['head'] to keep a new classifier, strict=False to ignore extras)"
-        )
+    _check_conversion(type(model).__name__, missing, mismatched, unused if strict else [])
     return out
 
 
