@@ -123,6 +123,58 @@ def _paint(canvas: np.ndarray, cover: np.ndarray, colour: np.ndarray) -> np.ndar
     return canvas * (1.0 - cover) + colour[:, None, None, :] * cover
 
 
+def _paint_head(
+    canvas: np.ndarray, x: np.ndarray, y: np.ndarray, p: dict[str, np.ndarray], fpx: np.ndarray
+) -> np.ndarray:
+    """Long hair, face, hair on top and beard onto ``canvas`` [B, H, W, 3]; ``x``, ``y``:
+    face coordinates of every pixel [B, H, W]; ``fpx``: one pixel in face units [B, 1, 1]."""
+    col = lambda a: a[:, None, None]  # noqa: E731  [B] -> [B, 1, 1]
+    w, h = col(p["face_w"]), col(p["face_h"])
+    face = np.sqrt((x / w) ** 2 + (y / h) ** 2) - 1.0
+    # Long hair: a wider ellipse behind the face, down to the chin.
+    back = np.sqrt((x / (w * 1.25)) ** 2 + ((y + 0.05) / (h * 1.05)) ** 2) - 1.0
+    canvas = _paint(canvas, _soft(back * h, fpx) * col(p["long_hair"]), p["hair"])
+    canvas = _paint(canvas, _soft(face * h, fpx), p["skin"])
+    # Hair on top of the head: inside a slightly larger ellipse, above the hair line.
+    cap = np.sqrt((x / (w * 1.08)) ** 2 + (y / (h * 1.08)) ** 2) - 1.0
+    above = y - col(p["hair_top"]) + col(p["hair_wave"]) * np.cos(x * col(p["hair_freq"]))
+    canvas = _paint(canvas, _soft(np.maximum(cap * h, above), fpx), p["hair"])
+    # Beard: the lower face below the mouth line.
+    jaw = np.maximum(face * h, col(p["mouth_y"]) - 0.03 - y)
+    canvas = _paint(canvas, _soft(jaw, fpx) * col(p["beard"]) * 0.9, p["hair"])
+    return canvas
+
+
+def _paint_eyes(
+    canvas: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    p: dict[str, np.ndarray],
+    openness: np.ndarray,
+    fpx: np.ndarray,
+) -> np.ndarray:
+    """Eyes, eyebrows and glasses onto ``canvas`` [B, H, W, 3]; ``openness`` [B]: how far
+    each image's eyes are open (coordinates as in :func:`_paint_head`)."""
+    b = len(canvas)
+    col = lambda a: a[:, None, None]  # noqa: E731  [B] -> [B, 1, 1]
+    # Eyes (whites, iris), opening varies per image; eyebrows; glasses.
+    r = col(p["eye_r"])
+    for side in (-1.0, 1.0):
+        ex = x - side * col(p["eye_dx"])
+        ey = y - col(p["eye_y"])
+        white = np.sqrt((ex / (1.5 * r)) ** 2 + (ey / (r * col(openness))) ** 2) - 1.0
+        canvas = _paint(canvas, _soft(white * r, fpx), np.full((b, 3), 0.97))
+        iris = np.sqrt(ex**2 + ey**2) - 0.75 * r
+        canvas = _paint(canvas, _soft(np.maximum(iris, white * r), fpx), p["iris"])
+        brow = np.maximum(np.abs(ey + 1.9 * r) - col(p["brow_w"]), np.abs(ex) - 1.6 * r)
+        canvas = _paint(canvas, _soft(brow, fpx) * col(p["brow"]), p["hair"] * 0.8)
+        rim = np.abs(np.sqrt(ex**2 + ey**2) - 2.0 * r) - 0.012
+        canvas = _paint(canvas, _soft(rim, fpx) * col(p["glasses"]), np.zeros((b, 3)))
+    bridge = np.maximum(np.abs(y - col(p["eye_y"])) - 0.01, np.abs(x) - col(p["eye_dx"]) + 2 * r)
+    canvas = _paint(canvas, _soft(bridge, fpx) * col(p["glasses"]), np.zeros((b, 3)))
+    return canvas
+
+
 def draw_faces(identity: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
     """Draws one image per row of ``identity`` (appearance [B, ...]) with random pose,
     expression, lighting, background and noise -> uint8 [B, size, size, 3]."""
@@ -150,36 +202,9 @@ def draw_faces(identity: dict[str, np.ndarray], size: int, rng: np.random.Genera
     canvas = np.clip(bg[:, None, None, :] + ramp[..., None], 0, 1)
 
     p = {k: v for k, v in identity.items()}
-    w, h = col(p["face_w"]), col(p["face_h"])
-    face = np.sqrt((x / w) ** 2 + (y / h) ** 2) - 1.0
-    # Long hair: a wider ellipse behind the face, down to the chin.
-    back = np.sqrt((x / (w * 1.25)) ** 2 + ((y + 0.05) / (h * 1.05)) ** 2) - 1.0
-    canvas = _paint(canvas, _soft(back * h, fpx) * col(p["long_hair"]), p["hair"])
-    canvas = _paint(canvas, _soft(face * h, fpx), p["skin"])
-    # Hair on top of the head: inside a slightly larger ellipse, above the hair line.
-    cap = np.sqrt((x / (w * 1.08)) ** 2 + (y / (h * 1.08)) ** 2) - 1.0
-    above = y - col(p["hair_top"]) + col(p["hair_wave"]) * np.cos(x * col(p["hair_freq"]))
-    canvas = _paint(canvas, _soft(np.maximum(cap * h, above), fpx), p["hair"])
-    # Beard: the lower face below the mouth line.
-    jaw = np.maximum(face * h, col(p["mouth_y"]) - 0.03 - y)
-    canvas = _paint(canvas, _soft(jaw, fpx) * col(p["beard"]) * 0.9, p["hair"])
-
-    # Eyes (whites, iris), opening varies per image; eyebrows; glasses.
+    canvas = _paint_head(canvas, x, y, p, fpx)
     openness = np.where(rng.random(b) < 0.05, 0.35, u(0.75, 1.0))
-    r = col(p["eye_r"])
-    for side in (-1.0, 1.0):
-        ex = x - side * col(p["eye_dx"])
-        ey = y - col(p["eye_y"])
-        white = np.sqrt((ex / (1.5 * r)) ** 2 + (ey / (r * col(openness))) ** 2) - 1.0
-        canvas = _paint(canvas, _soft(white * r, fpx), np.full((b, 3), 0.97))
-        iris = np.sqrt(ex**2 + ey**2) - 0.75 * r
-        canvas = _paint(canvas, _soft(np.maximum(iris, white * r), fpx), p["iris"])
-        brow = np.maximum(np.abs(ey + 1.9 * r) - col(p["brow_w"]), np.abs(ex) - 1.6 * r)
-        canvas = _paint(canvas, _soft(brow, fpx) * col(p["brow"]), p["hair"] * 0.8)
-        rim = np.abs(np.sqrt(ex**2 + ey**2) - 2.0 * r) - 0.012
-        canvas = _paint(canvas, _soft(rim, fpx) * col(p["glasses"]), np.zeros((b, 3)))
-    bridge = np.maximum(np.abs(y - col(p["eye_y"])) - 0.01, np.abs(x) - col(p["eye_dx"]) + 2 * r)
-    canvas = _paint(canvas, _soft(bridge, fpx) * col(p["glasses"]), np.zeros((b, 3)))
+    canvas = _paint_eyes(canvas, x, y, p, openness, fpx)
 
     # Nose: a darker triangle-ish wedge; mouth: a curved band (smile varies per image).
     ny = (y - col(p["eye_y"])) / col(p["nose_len"])
