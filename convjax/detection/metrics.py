@@ -206,6 +206,20 @@ def _coco_class_curves(
     return jnp.where(has_gt[..., None], sampled, -1.0), jnp.where(has_gt, recall, -1.0)
 
 
+def _by_global_score(scores, include, classes, rank, matched, ignored) -> dict[str, jax.Array]:
+    """Every image's detections in one list [N = I * D], best score first: classes,
+    include, rank [N]; matched, ignored [T, A, N] (from [I, D, T, A])."""
+    order = _global_order(scores, include)
+    flatten = lambda a: a.reshape((-1,) + a.shape[2:])[order]
+    return {
+        "classes": flatten(classes),
+        "include": flatten(include),
+        "rank": flatten(rank),
+        "matched": jnp.moveaxis(flatten(matched), 0, -1),
+        "ignored": jnp.moveaxis(flatten(ignored), 0, -1),
+    }
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -258,15 +272,7 @@ def _coco_evaluate(
         area_lo,
         area_hi,
     )  # [I, D, T, A]
-    order = _global_order(scores, include)
-    flatten = lambda a: a.reshape((-1,) + a.shape[2:])[order]
-    flat = {
-        "classes": flatten(classes),
-        "include": flatten(include),
-        "rank": flatten(rank),
-        "matched": jnp.moveaxis(flatten(matched), 0, -1),  # [T, A, N]
-        "ignored": jnp.moveaxis(flatten(ignored), 0, -1),
-    }
+    flat = _by_global_score(scores, include, classes, rank, matched, ignored)
     precision, recall = jax.lax.map(
         lambda k: _coco_class_curves(
             k, flat, gt_classes, gt_valid, gt_ignored, max_dets, num_recall_points
