@@ -1,6 +1,7 @@
-"""The images that excite each unit most over a dataset's eval split, and their patches.
+"""The images that excite each unit most over a dataset's eval split (or the network's
+given images), and their patches.
 
-Mining is one pass over the eval split with a streaming top-k per unit
+Mining is one pass over the images with a streaming top-k per unit
 (:mod:`convjax.viz.mining`) under any strategy; :func:`collect_patches` is a second
 pass that crops the winners at their receptive fields.
 """
@@ -44,6 +45,31 @@ def eval_batches(
         start += size
 
 
+def image_batches(
+    images: np.ndarray, batch_size: int, num_images: int | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """Model inputs [N, H, W, C] as :func:`eval_batches` gives the eval split: full
+    batches, the last one padded with zero images of ``mask`` 0."""
+    count = len(images) if num_images is None else min(num_images, len(images))
+    for start in range(0, count, batch_size):
+        chunk = images[start : min(start + batch_size, count)]
+        pad = batch_size - len(chunk)
+        yield {
+            "image": np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)]),
+            "index": np.arange(start, start + batch_size, dtype=np.int32),
+            "mask": (np.arange(batch_size) < len(chunk)).astype(np.float32),
+        }
+
+
+def network_batches(
+    network: Network, batch_size: int, num_images: int | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """The images to look with: ``network.images`` when given, else the eval split."""
+    if network.images is not None:
+        return image_batches(network.images, batch_size, num_images)
+    return eval_batches(network.dataset, batch_size, num_images)
+
+
 def mine_topk(
     network: Network,
     plan: Plan,
@@ -53,7 +79,8 @@ def mine_topk(
     num_images: int | None = None,
     strategy: str = "auto",
 ) -> tuple[dict[str, mining.TopK], int]:
-    """The top-k of every unit of every planned layer over the eval split.
+    """The top-k of every unit of every planned layer over the network's images
+    (:func:`network_batches`).
 
     Returns ``({layer: TopK (numpy) [units, k]}, number of images seen)``.
     """
@@ -70,12 +97,14 @@ def mine_topk(
     state = placement.put_state(mining.empty_state(shapes, k))
     variables = placement.put_state(jax.tree.map(np.asarray, network.variables))
     seen = 0
-    batches = eval_batches(network.dataset, batch_size, num_images)
-    for batch in batches:
+    for batch in network_batches(network, batch_size, num_images):
         seen += int(batch["mask"].sum())
         state = step(state, variables, placement.put_batch(batch))
     if seen == 0:
-        raise ValueError(f"the eval split {network.dataset.eval_split!r} has no images")
+        split = f"the eval split {network.dataset.eval_split!r}"
+        raise ValueError(
+            f"no images to mine in {split if network.images is None else 'the given images'}"
+        )
     return mining.to_numpy(state), seen
 
 
@@ -105,7 +134,7 @@ def collect_patches(
                 if index >= 0:
                     wanted.setdefault(int(index), []).append((layer, row, rank, int(unit)))
     last = max(wanted, default=-1)
-    for batch in eval_batches(network.dataset, batch_size, last + 1):
+    for batch in network_batches(network, batch_size, last + 1):
         for image, index in zip(batch["image"], batch["index"], strict=True):
             shown = display_image(image, network.dataset) if int(index) in wanted else None
             for layer, row, rank, unit in wanted.get(int(index), []):

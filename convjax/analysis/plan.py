@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from convjax.analysis.network import Network
-from convjax.data import pipeline
 from convjax.models.summary import with_xla_convolutions
 from convjax.models.taps import extract_features, flatten_intermediates, list_layers, train_kwargs
 from convjax.viz.geometry import Field, receptive_fields
@@ -78,7 +77,7 @@ def make_plan(
     units: str | Sequence[int] | None = None,
 ) -> Plan:
     """Checks ``layers``/``units`` against the model (nothing is compiled)."""
-    image_shape = pipeline.dataset_metadata(network.dataset).image_shape
+    image_shape = network.image_shape  # no dataset access
     shape = (1, *image_shape)
     shapes = {name: tuple(s.shape) for name, s in list_layers(network.model, shape)}
     layers = list(layers) if layers else conv_layers(network.model, shape)
