@@ -1,5 +1,6 @@
 """The visualisation driver end to end on LeNet-5 over the offline digits, and its errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -140,3 +141,75 @@ def test_script_errors_without_traceback(tmp_path):
     ]
     assert lines[0].startswith("error: ") and "config.json not found" in lines[0]
     assert "python experiments/train.py" in lines[0] and "--model=vgg16" in lines[1]
+
+
+def test_a_workdir_on_image_files_without_its_dataset(tmp_path):
+    """A trained workdir with its tfds data directory renamed away: visualize.py mines
+    the given PNGs (the eval preprocessing: 0..255 -> [-1, 1]) and touches no dataset;
+    without --images it says in one line which dataset is missing and how to build it."""
+    from sklearn.datasets import load_digits
+
+    from configs import lenet5_digits
+    from convjax.data.sklearn_digits import upsample_digit
+    from convjax.runs.train import train_and_evaluate
+
+    data_dir = str(tmp_path / "tfds")
+    config = lenet5_digits.get_config("smoke")
+    config.dataset.data_dir = data_dir
+    config.parallel = "jit"
+    config.num_train_steps = 4
+    workdir = str(tmp_path / "work")
+    train_and_evaluate(config, workdir)
+    os.rename(data_dir, data_dir + ".away")
+
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    pixels = np.stack([upsample_digit(grid) for grid in load_digits().images[:5]])  # [5,32,32,1]
+    for i, image in enumerate(pixels):
+        Image.fromarray(image[..., 0], mode="L").save(folder / f"digit{i}.png")
+    out = tmp_path / "pictures"
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "experiments", "visualize.py"),
+            f"--workdir={workdir}",
+            f"--images={folder}/*.png",
+            f"--out={out}",
+            "--units=0-3",
+            "--batch_size=4",
+            "--strategy=jit",
+            "--attribution_images=2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not os.path.exists(data_dir)  # nothing was rebuilt
+    figures = json.loads((out / "visualize.json").read_text())
+    assert figures["images_mined"] == 5
+    for name in ("topk_conv1.png", "topk_conv2.png", "featuremaps_conv1.png", "attributions.png"):
+        assert name in figures["files"] and (out / name).stat().st_size > 0, name
+
+    # The top-5 of conv1 equals sorting the responses to the PNGs normalised by hand.
+    restored = workdirs.restore(workdir)
+    assert tuple(config.dataset.mean) == (0.5,) and tuple(config.dataset.std) == (0.5,)
+    inputs = (pixels.astype(np.float32) / 255.0 - 0.5) / 0.5
+    act = np.asarray(
+        extract_features(restored.model, restored.variables, inputs, ["conv1"])["conv1"]
+    )
+    best = act.max(axis=(1, 2))  # [5, U]
+    saved = np.load(out / "topk.npz")
+    for unit in range(act.shape[-1]):
+        order = np.lexsort((np.arange(5), -best[:, unit]))
+        np.testing.assert_array_equal(saved["conv1/index"][unit][:5], order)
+        np.testing.assert_allclose(saved["conv1/value"][unit][:5], best[order, unit], rtol=1e-5)
+
+    with pytest.raises(workdirs.DatasetMissingError) as missing:
+        viz_run.network_from_workdir(workdir)
+    message = str(missing.value)
+    assert "\n" not in message and "'sklearn_digits'" in message
+    assert "experiments/prepare_data.py --datasets=sklearn_digits" in message
+    assert "--images=" in message
+    assert not os.path.exists(data_dir)

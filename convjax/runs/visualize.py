@@ -5,24 +5,26 @@ zoo model (random weights, or converted torchvision weights), :func:`visualize`
 writes to an output folder:
 
 - ``topk_<layer>.png``: for each drawn unit (row) the 9 image patches that excite it
-  most over the eval split, each cropped at the unit's exact receptive field (grey
-  where the field reaches past the image border); ``topk.npz`` holds the top-k
-  (value, image index, y, x) of *every* unit of every mined layer;
+  most over the eval split (or the given image files), each cropped at the unit's
+  exact receptive field (grey where the field reaches past the image border);
+  ``topk.npz`` holds the top-k (value, image index, y, x) of *every* unit of every
+  mined layer;
 - ``filters.png``: the first convolution's filters;
-- ``featuremaps_<layer>.png``: every channel of each layer for the first eval image;
-- ``attributions.png``: for a few eval images and the predicted class, saliency,
+- ``featuremaps_<layer>.png``: every channel of each layer for the first image;
+- ``attributions.png``: for the first few images and the predicted class, saliency,
   deconvnet, guided backprop, Grad-CAM, occlusion and integrated gradients;
 - ``activation_max_<layer>.png``: images optimised to excite the drawn units
   (through the generic train step), when ``maximize_steps > 0``;
 - ``index.html`` showing all of them, and ``visualize.json`` with the figures.
 
-The analysis itself (the plan, mining over the eval split, attributions, activation
+The analysis itself (the plan, mining, attributions, activation
 maximisation) is :mod:`convjax.analysis`; this module turns a workdir or a zoo model
 into a :class:`~convjax.analysis.network.Network` and its results into files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import os
@@ -37,7 +39,7 @@ import numpy as np
 
 from convjax.analysis.attributions import attribution_figure, feature_map_pictures
 from convjax.analysis.maximise import SMOOTH, maximise_units
-from convjax.analysis.mining import OUTSIDE, collect_patches, eval_batches, mine_topk
+from convjax.analysis.mining import OUTSIDE, collect_patches, mine_topk, network_batches
 from convjax.analysis.network import Network, zoo_dataset
 from convjax.analysis.plan import (
     Plan,
@@ -52,25 +54,48 @@ from convjax.models.convert import load_torchvision
 from convjax.models.taps import train_kwargs
 from convjax.runs import workdir as workdirs
 from convjax.runs.images import save_figure, save_png
+from convjax.runs.inference import model_inputs
 from convjax.viz import grids, mining
 from convjax.viz.grids import display_scale
 
 # ------------------------------------------------------------------ what to look at
 
 
-def network_from_workdir(workdir: str) -> Network:
-    """The trained model of ``workdir`` (``config.json`` + latest checkpoint)."""
+def network_from_workdir(workdir: str, images: Sequence[str] = ()) -> Network:
+    """The trained model of ``workdir`` (``config.json`` + latest checkpoint), looking at
+    the image files ``images`` (through the eval preprocessing, at the trained input
+    shape) or, without them, at the eval split of its dataset, which must then be on
+    disk (:class:`~convjax.runs.workdir.DatasetMissingError` in one line otherwise)."""
     try:
         restored = workdirs.restore(workdir)
     except FileNotFoundError as error:
         raise ValueError(f"{error}\n(or look at an untrained zoo model: --model=vgg16)") from None
     config = restored.config
-    return Network(
+    network = Network(
         model=restored.model,
         variables=restored.variables,
         dataset=resolve_dataset_config(config.dataset),
         description=f"{config.model} trained on {config.dataset.name} (step {restored.step})",
+        image_shape=restored.image_shape,
     )
+    if images:
+        return with_images(network, images, restored.inference_dataset)
+    try:
+        workdirs.require_dataset(network.dataset)
+    except workdirs.DatasetMissingError as error:
+        message = f"{error}; or look at image files instead: --images='photos/*.png'"
+        raise workdirs.DatasetMissingError(message) from None
+    return network
+
+
+def with_images(
+    network: Network, paths: Sequence[str], dataset: ml_collections.ConfigDict | None = None
+) -> Network:
+    """``network`` looking at the image files ``paths`` (or ``skimage:<name>``) instead
+    of the eval split: each goes through ``dataset``'s (default: the network's) eval
+    preprocessing to the model's input shape; the dataset need not be on disk."""
+    inputs = model_inputs(list(paths), dataset if dataset is not None else network.dataset)
+    return dataclasses.replace(network, images=inputs)
 
 
 def network_from_zoo(
@@ -88,16 +113,17 @@ def network_from_zoo(
             "exported as .safetensors or .npz; see docs/models.md)"
         )
     model = get_model(name)
+    h, w = dataset.image_size
+    image_shape = (h, w, dataset.channels or 3)
     if weights is not None:
         variables = load_torchvision(model, weights)
         description = f"{name} with weights from {os.path.basename(weights)}"
     else:
-        h, w = dataset.image_size
-        dummy = jnp.zeros((1, h, w, dataset.channels or 3), jnp.float32)
+        dummy = jnp.zeros((1, *image_shape), jnp.float32)
         init = jax.jit(lambda rng, x: model.init(rng, x, **train_kwargs(model, False)))
         variables = init(jax.random.key(seed), dummy)
         description = f"{name} with random weights (seed {seed})"
-    return Network(model, variables, resolve_dataset_config(dataset), description)
+    return Network(model, variables, resolve_dataset_config(dataset), description, image_shape)
 
 
 # ------------------------------------------------------------------ the run
@@ -171,11 +197,11 @@ def _write_pictures(
     """Filters, feature maps, attributions and activation maximisation pictures."""
     sections = _write_filters(out_dir, network, plan)
     n = max(1, attribution_images)
-    images = next(eval_batches(network.dataset, max(batch_size, n)))["image"][:n]
+    images = next(network_batches(network, max(batch_size, n)))["image"][:n]
     for layer, picture in feature_map_pictures(network, plan, images[0]).items():
         name = f"featuremaps_{safe_name(layer)}.png"
         save_png(picture, os.path.join(out_dir, name))
-        caption = "The first eval image's maps (up to 64), each normalised on its own."
+        caption = "The first image's maps (up to 64), each normalised on its own."
         sections.append((f"Feature maps: {layer}", caption, name))
     logits = outputs_logits(network, plan)
     if attribution_images > 0 and logits:
