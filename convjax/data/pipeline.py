@@ -52,8 +52,9 @@ from absl import logging
 from convjax.data import augment
 from convjax.data.builders import get_builder
 from convjax.data.colour import rgb_pca
+from convjax.data.config import resolve_dataset_config  # noqa: F401  (callers use pipeline's)
 from convjax.data.preprocess import Chain, apply_example_ops, apply_pixel_ops
-from convjax.data.spec import DatasetSpec, resolve
+from convjax.data.spec import RESIZE_MODES, DatasetSpec, resolve  # noqa: F401
 
 AUTOTUNE = tf.data.AUTOTUNE
 _EPOCH_SEED_STRIDE = 2_654_435_761  # Any odd constant: spreads epoch seeds apart.
