@@ -202,6 +202,36 @@ def needs_data_pca(spec) -> bool:
     )
 
 
+def _checked_permutation(permutation: Sequence[int] | None) -> np.ndarray | None:
+    """``landmark_flip_permutation`` as int32, checked to be a permutation of 0..K-1."""
+    if permutation is None:
+        return None
+    permutation = np.asarray(permutation, np.int32)
+    if sorted(permutation.tolist()) != list(range(len(permutation))):
+        raise ValueError(
+            f"landmark_flip_permutation must be a permutation of 0..K-1; got {permutation}."
+        )
+    return permutation
+
+
+def _warped(
+    example: Example, forward: jax.Array, flipped: jax.Array, permutation: np.ndarray | None
+) -> Example:
+    """``example`` with its image warped by ``forward`` (3x3) and its boxes and landmarks
+    moved with it; landmarks re-indexed by ``permutation`` where ``flipped``."""
+    image = example["image"]
+    height, width = image.shape[:2]
+    out = dict(example, image=geometry.warp_image(image, forward))
+    if "boxes" in example:
+        out["boxes"] = geometry.transform_boxes(example["boxes"], forward, height, width)
+    if "landmarks" in example:
+        moved = geometry.transform_points(example["landmarks"], forward, height, width)
+        if permutation is not None:
+            moved = jnp.where(flipped, jnp.take(moved, permutation, axis=-2), moved)
+        out["landmarks"] = moved
+    return out
+
+
 def make_augment(
     spec,
     *,
@@ -221,13 +251,7 @@ def make_augment(
         raise ValueError(
             "pca_lighting(eigen='data') needs pca_basis=convjax.data.colour.rgb_pca(images)."
         )
-    permutation = None
-    if landmark_flip_permutation is not None:
-        permutation = np.asarray(landmark_flip_permutation, np.int32)
-        if sorted(permutation.tolist()) != list(range(len(permutation))):
-            raise ValueError(
-                f"landmark_flip_permutation must be a permutation of 0..K-1; got {permutation}."
-            )
+    permutation = _checked_permutation(landmark_flip_permutation)
     imagenet = (colour.IMAGENET_EIGENVALUES, colour.IMAGENET_EIGENVECTORS)
 
     def augment(key: jax.Array, example: Example) -> Example:
@@ -244,16 +268,7 @@ def make_augment(
             if name in GEOMETRIC_OPS:
                 matrix, op_flipped = GEOMETRIC_OPS[name](op_key, height, width, **kwargs)
                 forward, flipped, geometric = matrix @ forward, flipped ^ op_flipped, True
-        out = dict(example)
-        if geometric:
-            out["image"] = geometry.warp_image(image, forward)
-            if "boxes" in example:
-                out["boxes"] = geometry.transform_boxes(example["boxes"], forward, height, width)
-            if "landmarks" in example:
-                moved = geometry.transform_points(example["landmarks"], forward, height, width)
-                if permutation is not None:
-                    moved = jnp.where(flipped, jnp.take(moved, permutation, axis=-2), moved)
-                out["landmarks"] = moved
+        out = _warped(example, forward, flipped, permutation) if geometric else dict(example)
         for (name, kwargs), op_key in zip(ops, keys, strict=False):
             if name == "pca_lighting":
                 basis = pca_basis if kwargs.get("eigen") == "data" else imagenet
