@@ -41,14 +41,18 @@ PJRT_THREADS_PER_DEVICE = 2
 
 
 def conv_library_flags() -> tuple[str, ...]:
-    """Convolutions on Eigen, not YNNPACK, where jaxlib has that flag (0.10-0.11): YNNPACK's
-    weight gradients and layout copies trained ResNets 1.3-1.8x slower here and compiled
-    2-4x slower (benchmarks/README.md)."""
+    """Convolutions on Eigen, not YNNPACK, where jaxlib has that flag (0.10-0.12).
+
+    YNNPACK's weight gradients and layout copies trained ResNets 1.3-1.8x slower on
+    jaxlib 0.10 and compiled 2-4x slower; on 0.12 its weight gradient is 2-4x slower
+    than Eigen's and ResNet-18-CIFAR trained 1.4x slower with it (benchmarks/README.md).
+    Newer jaxlibs are left at XLA's defaults: an unknown flag would abort XLA at start.
+    """
     try:
         version = tuple(int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2])
     except (importlib.metadata.PackageNotFoundError, ValueError):
         return ()
-    if (0, 10) <= version < (0, 12):
+    if (0, 10) <= version < (0, 13):
         return ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
     return ()
 

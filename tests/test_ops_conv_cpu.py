@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from convjax import host_devices
 from convjax.ops import conv_cpu
 from convjax.ops.conv_cpu import conv_general_dilated
 
@@ -124,6 +125,22 @@ def test_ynn_convolutions_reads_xla_flags(monkeypatch):
     assert not conv_cpu.ynn_convolutions()
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_dot")
     assert conv_cpu.ynn_convolutions()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+    assert not conv_cpu.ynn_convolutions()
+
+
+def test_training_flags_keep_convolutions_on_eigen():
+    """The flags a CPU run sets (conftest sets them too) are set for the installed jaxlib
+    and take XLA's convolutions off YNNPACK, whose weight gradient is 2-4x slower."""
+    flags = host_devices.conv_library_flags()
+    assert flags, "no convolution-library flag for this jaxlib: re-measure and extend the gate"
+    assert not conv_cpu.ynn_convolutions()
+    x, w = jnp.ones((4, 8, 8, 32)), jnp.ones((3, 3, 32, 32))
+    program = jax.jit(
+        lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
+    )
+    text = program.lower(x, w).compile().as_text()
+    assert "convolution(" in text and "ynn_fusion" not in text
 
 
 def test_gradients_under_vmap_and_jit():
