@@ -298,7 +298,9 @@ def restore(
     image_shape = pipeline.dataset_metadata(config.dataset).image_shape
     abstract = abstract_train_state(model, task, config, image_shape)
     check_compatible(workdir, config, abstract, image_shape)  # a given config must fit
-    checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR))
+    checkpointer = Checkpointer(
+        os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR), read_only=True
+    )
     try:
         state = restore_state(checkpointer, abstract, step)
     finally:
