@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from convjax.ops.images import fit_size, resize_image, to_rgb_float, to_uint8
+from convjax.runs.files import replace_file
 
 # scikit-image data images that are inside the installed package (no download).
 BUNDLED_IMAGES = (
@@ -72,24 +73,21 @@ def load_image(spec: str, size: int | Sequence[int] | None = None) -> np.ndarray
     return resize_image(image, target)
 
 
-def _make_parent(path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return path
-
-
 def save_png(image: np.ndarray, path: str | os.PathLike) -> str:
     """Writes ``image`` ([H, W, 1|3] uint8, or float, see
     :func:`convjax.ops.images.to_uint8`) as an 8-bit RGB PNG; returns the path."""
-    path = _make_parent(path)
-    Image.fromarray(to_uint8(image)).save(path, format="PNG")
+    path = os.fspath(path)
+    with replace_file(path, "wb") as f:
+        Image.fromarray(to_uint8(image)).save(f, format="PNG")
     return path
 
 
 def save_figure(figure: Figure, path: str | os.PathLike, *, dpi: int = 100) -> str:
     """Saves a matplotlib ``figure`` (PNG by the path's extension); returns the path."""
-    path = _make_parent(path)
-    figure.savefig(path, dpi=dpi)
+    path = os.fspath(path)
+    extension = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    with replace_file(path, "wb") as f:
+        figure.savefig(f, dpi=dpi, format=extension)
     return path
 
 

@@ -33,10 +33,11 @@ from convjax.data import pipeline
 from convjax.models.checks import check_image_batch
 from convjax.runs import lock
 from convjax.runs import workdir as workdir_lib
+from convjax.runs.files import replace_file
 from convjax.runs.metrics import MetricLogger
 from convjax.tasks import Task, get_task
 from convjax.train import loop
-from convjax.train.checkpointing import Checkpointer
+from convjax.train.checkpointing import Checkpointer, check_keep
 from convjax.train.guard import DEFAULT_MAX_LOSS_FACTOR, DivergenceGuard, check_state_finite
 from convjax.train.parallel import Strategy, get_strategy, prefetch_to_device
 from convjax.train.preemption import StopSignals, TrainingInterrupted
@@ -74,6 +75,7 @@ def _check_num_steps(config: ml_collections.ConfigDict) -> int:
 
 def _setup(config: ml_collections.ConfigDict) -> _Setup:
     num_steps = _check_num_steps(config)
+    check_keep(config.get("keep_checkpoints", 3))  # before the workdir is made or locked
     strategy = get_strategy(config.get("parallel", "auto"))
     strategy.check_batch_size(config.batch_size)
     eval_batch_size = config.get("eval_batch_size") or config.batch_size
@@ -309,14 +311,16 @@ def _train(
 
 
 def _config_record(config: ml_collections.ConfigDict, workdir: str, start_step: int) -> int | None:
-    """Writes ``config.json`` for a run that starts from scratch. For a resume whose config
+    """Writes ``config.json`` for a run that starts from scratch (or whose config.json
+    was lost: the resume was allowed only with the opt-in). For a resume whose config
     differs (only where allowed: the check ran before), says how, and returns the step
     whose ``config.<step>.json`` will keep the old one (None: nothing to record)."""
-    if start_step == 0:
-        workdir_lib.save_config(config, workdir)
+    if start_step == 0 or not os.path.isfile(os.path.join(workdir, workdir_lib.CONFIG_JSON)):
+        workdir_lib.save_config(config, workdir)  # a resume past a lost config.json too
         return None
     changes = workdir_lib.check_resume(workdir, config, allow_changes=True)
     if not changes:
+        workdir_lib.save_config(config, workdir)  # the same config, written whole again
         return None
     _say(
         f"Resuming step {start_step} with a changed config (saved -> given): "
@@ -352,7 +356,6 @@ def write_results(workdir: str, step: int, eval_metrics: dict[str, float]) -> st
     """``results.json``: the step the workdir is at and the final eval metrics (strict
     JSON: a NaN or infinite metric is written as null)."""
     path = os.path.join(workdir, workdir_lib.RESULTS_JSON)
-    with open(path + ".tmp", "w") as f:
+    with replace_file(path) as f:
         json.dump({"step": step, "eval": json_safe(eval_metrics)}, f, indent=2, allow_nan=False)
-    os.replace(path + ".tmp", path)
     return path

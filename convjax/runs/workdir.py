@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from convjax.data import pipeline
+from convjax.runs.files import read_json, replace_file
 from convjax.tasks import Task, get_task
 from convjax.train.checkpointing import Checkpointer
 from convjax.train.setup import abstract_train_state, build_model, config_kwargs
@@ -85,10 +86,9 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     if types["lists"] or types["fields"]:
         record[TYPES_KEY] = types
     path = os.path.join(workdir, CONFIG_JSON)
-    with open(path + ".tmp", "w") as f:
+    with replace_file(path) as f:
         json.dump(record, f, indent=2)
         f.write("\n")
-    os.replace(path + ".tmp", path)
     return path
 
 
@@ -106,9 +106,9 @@ def _as_python(value: Any, path: str, types: dict[str, Any]) -> Any:
     return value
 
 
-def config_from_json(text: str) -> ml_collections.ConfigDict:
-    """The ConfigDict that :func:`save_config` wrote as ``text``."""
-    record = json.loads(text)
+def config_from_json(text: str | dict) -> ml_collections.ConfigDict:
+    """The ConfigDict that :func:`save_config` wrote as ``text`` (or its parsed JSON)."""
+    record = json.loads(text) if isinstance(text, str) else dict(text)
     types = {"lists": [], "fields": {}} | record.pop(TYPES_KEY, {})
     types["lists"] = set(types["lists"])
     return ml_collections.ConfigDict(_as_python(record, "", types))
@@ -122,8 +122,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
             f"{path} not found: {workdir} is not a training workdir. Train first: "
             + TRAIN_COMMAND.format(workdir=workdir)
         )
-    with open(path) as f:
-        return config_from_json(f.read())
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds a JSON {type(record).__name__}, not a config")
+    return config_from_json(record)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,12 +254,19 @@ def check_compatible(
     ``workdir``'s ``config.json`` (:func:`check_resume`; ``allow_changes`` defaults to
     the config's ``resume_with_changed_config``), and always when its state
     (``abstract``, from ``jax.eval_shape``) does not fit the checkpoints that config
-    produced; names the fields that differ. A workdir without ``config.json`` is not
-    checked."""
-    if not os.path.isfile(os.path.join(workdir, CONFIG_JSON)):
-        return
+    produced; names the fields that differ. A workdir whose checkpoints have lost their
+    ``config.json`` cannot be checked: it is refused unless ``allow_changes``."""
     if allow_changes is None:
         allow_changes = bool(config.get(RESUME_OPT_IN, False))
+    if not os.path.isfile(os.path.join(workdir, CONFIG_JSON)):
+        if not allow_changes:
+            raise ConfigChangedError(
+                f"{workdir} has checkpoints but no {CONFIG_JSON} (the config that produced "
+                f"them), so this config cannot be checked against them. Put {CONFIG_JSON} "
+                f"back, or take this config as the workdir's with experiments/train.py "
+                f"--{RESUME_OPT_IN} ({RESUME_OPT_IN}=True in Python)."
+            )
+        return
     check_resume(workdir, config, allow_changes=allow_changes)
     saved = load_config(workdir)
     if not config_diff(saved, config, only=is_resume_field):

@@ -153,9 +153,46 @@ class Checkpointer:
             cleanup_tmp_directories=not read_only,
             save_root_metadata=not read_only,
         )
+        if not read_only and jax.process_index() == 0:
+            self._set_aside_links()
         self.manager = self._listed(
             lambda: ocp.CheckpointManager(self.directory, options=self.options)
         )
+
+    def _set_aside_links(self) -> None:
+        """Moves a step that is a symbolic link (the link, not what it points to) to
+        ``corrupt/<step>-link``: pruning it would delete files outside the workdir, or
+        fail (orbax never removes a link)."""
+        if not os.path.isdir(self.directory):
+            return
+        for name in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, name)
+            if name.isdigit() and os.path.islink(path):
+                moved_to = self._corrupt_path(int(name), "link")
+                os.rename(path, moved_to)
+                print(
+                    f"Checkpoint step {name} is a symbolic link (to {os.readlink(moved_to)}); "
+                    f"moved the link to {moved_to}: a run saves, prunes and restores only "
+                    "the checkpoints inside its workdir.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def _corrupt_path(self, step: int, slug: str) -> str:
+        """A new ``corrupt/<step>-<slug>[.n]`` path (the folder is made, never a link)."""
+        folder = os.path.join(self.directory, CORRUPT_DIR)
+        if os.path.islink(folder):
+            raise ValueError(
+                f"{folder} is a symbolic link; a run moves unreadable checkpoints only "
+                "inside its workdir: remove the link and run again"
+            )
+        os.makedirs(folder, exist_ok=True)
+        base = os.path.join(folder, f"{step}-{slug}")
+        moved_to, n = base, 1
+        while os.path.lexists(moved_to):
+            n += 1
+            moved_to = f"{base}.{n}"
+        return moved_to
 
     def _listed(self, list_steps: Callable[[], Any]) -> Any:
         """``list_steps()`` (which lists the step directories); a reader lists again when
@@ -287,12 +324,7 @@ class Checkpointer:
         """Moves ``step`` to ``corrupt/<step>-<slug>`` (first host only) and says so."""
         moved_to = None
         if jax.process_index() == 0:
-            base = os.path.join(self.directory, CORRUPT_DIR, f"{step}-{slug}")
-            moved_to, n = base, 1
-            while os.path.exists(moved_to):
-                n += 1
-                moved_to = f"{base}.{n}"
-            os.makedirs(os.path.dirname(moved_to), exist_ok=True)
+            moved_to = self._corrupt_path(step, slug)
             try:
                 os.rename(self._step_dir(step), moved_to)
             except FileNotFoundError:
