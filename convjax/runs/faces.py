@@ -40,7 +40,8 @@ from convjax.runs import lock
 from convjax.runs import train as train_lib
 from convjax.runs import workdir as workdir_lib
 from convjax.runs.console import Announce, counted, say
-from convjax.runs.images import save_figure
+from convjax.runs.files import read_json
+from convjax.runs.images import read_image, save_figure
 from convjax.runs.inference import model_inputs
 from convjax.tasks import get_task
 from convjax.tasks.embedding import Embedding
@@ -182,8 +183,7 @@ def load_threshold(workdir: str) -> VerificationThreshold | None:
     path = os.path.join(workdir, THRESHOLD_JSON)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return VerificationThreshold.from_dict(json.load(f))
+    return VerificationThreshold.from_dict(read_json(path))
 
 
 def evaluate(
@@ -261,8 +261,9 @@ def train_and_evaluate(
     return report
 
 
-def embed_files(embedder: Embedder, paths: Sequence[str]) -> np.ndarray:
-    """Embeds image files (paths, or ``skimage:<name>``), preprocessed exactly as the
+def embed_files(embedder: Embedder, paths: Sequence[str | np.ndarray]) -> np.ndarray:
+    """Embeds image files (paths, or ``skimage:<name>``, or images read by
+    :func:`~convjax.runs.images.read_image`), preprocessed exactly as the
     eval split at the trained input size (:func:`convjax.runs.inference.model_inputs`):
     -> [N, D]."""
     images = model_inputs(list(paths), embedder.config.dataset)
@@ -290,8 +291,9 @@ def enroll_files(
     """Enrols ``NAME=IMAGE`` entries into the gallery file (created if missing, with
     the threshold saved in ``workdir``); returns the gallery."""
     pairs = _named_paths(named_paths)
+    images = [read_image(p) for _, p in pairs]  # a bad file fails before the model loads
     embedder = embedder or load_embedder(workdir, config)
-    embeddings = embed_files(embedder, [p for _, p in pairs])
+    embeddings = embed_files(embedder, images)
     if os.path.exists(gallery_path):
         gallery = Gallery.load(gallery_path)
     else:
@@ -321,8 +323,9 @@ def identify_files(
 ) -> Identification:
     """Top-k identities for each image file (``None`` names: not in the gallery)."""
     gallery = Gallery.load(gallery_path)
+    images = [read_image(p) for p in paths]  # a bad file fails before the model loads
     embedder = embedder or load_embedder(workdir, config)
-    queries = embed_files(embedder, paths)
+    queries = embed_files(embedder, images)
     return gallery.identify(queries, k=min(k, gallery.num_identities))
 
 
@@ -336,6 +339,7 @@ def verify_files(
 ) -> tuple[float, bool, float]:
     """(squared distance, same person?, threshold) for two image files, with the
     threshold chosen on validation pairs by :func:`evaluate`."""
+    images = [read_image(first), read_image(second)]  # before the model loads
     threshold = load_threshold(workdir)
     if threshold is None:
         raise ValueError(
@@ -343,6 +347,6 @@ def verify_files(
             "which chooses the threshold on validation pairs."
         )
     embedder = embedder or load_embedder(workdir, config)
-    e = embed_files(embedder, [first, second])
+    e = embed_files(embedder, images)
     distance = float(squared_distances(e[0], e[1]))
     return distance, bool(threshold.accepts(distance)), threshold.threshold
