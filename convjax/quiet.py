@@ -18,6 +18,9 @@ What it silences, and why:
   initialize backend 'tpu'", orbax's checkpoint-manager lines, tfds' reader lines.
 - tfds' "Variant folder ... has no dataset_info.json", logged while a dataset is first
   built (:data:`NOISE`).
+- ``RuntimeError: Event loop is closed`` tracebacks that TensorStore prints when an
+  orbax read or write completes after its event loop closed (after a failed save or a
+  damaged checkpoint); the failure itself is reported where it happened.
 
 Every variable is a default: one set in the environment wins. This module imports
 neither JAX nor TensorFlow.
@@ -74,11 +77,33 @@ def quiet_logging() -> None:
         sys.stdout.reconfigure(line_buffering=True)
     if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
         return
+    if not isinstance(sys.excepthook, _LateCallbackHook):
+        sys.excepthook = _LateCallbackHook(sys.excepthook)
     absl_logging.set_verbosity(absl_logging.WARNING)
     absl_logging.get_absl_handler().setFormatter(PlainFormatter())
     absl_logger = absl_logging.get_absl_logger()
     if not any(isinstance(f, DropNoise) for f in absl_logger.filters):
         absl_logger.addFilter(DropNoise())
+
+
+class _LateCallbackHook:
+    """``sys.excepthook`` without the ``RuntimeError: Event loop is closed`` tracebacks
+    that TensorStore prints when one of orbax's reads or writes completes after its
+    event loop has closed (after a failed save, or a checkpoint found damaged): the
+    operation's own error is reported where it was raised."""
+
+    def __init__(self, hook: Callable[..., None]):
+        self.hook = hook
+
+    def __call__(self, kind: type[BaseException], value: BaseException, tb) -> None:
+        names = []
+        while tb is not None:
+            names.append(tb.tb_frame.f_code.co_name)
+            tb = tb.tb_next
+        if kind is RuntimeError and str(value) == "Event loop is closed":
+            if "call_soon_threadsafe" in names:
+                return
+        self.hook(kind, value, value.__traceback__ if value is not None else None)
 
 
 # What a user's input causes (a config field, a path, a workdir, a diverging run): each

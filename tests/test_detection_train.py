@@ -96,6 +96,45 @@ def test_detection_task_runs_under_every_strategy():
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def check_detect_streams_folders(workdir, tmp_path, image_path):
+    """Same-named files in two folders give two outputs; a bad file is skipped with a
+    warning; at most one batch of images is held at a time."""
+    import shutil
+
+    import convjax.runs.detect as detect_lib
+
+    for folder in ("a", "b", "b/c"):
+        os.makedirs(tmp_path / "photos" / folder)
+    for i, folder in enumerate(("a", "b", "b/c")):
+        shutil.copy(image_path, tmp_path / "photos" / folder / "x.png")
+        shutil.copy(image_path, tmp_path / "photos" / folder / f"y{i}.png")
+    (tmp_path / "photos" / "b" / "broken.png").write_bytes(b"")
+    paths = sorted(str(p) for p in (tmp_path / "photos").rglob("*.png"))
+    held, most = [0], [0]
+    read, save = detect_lib.read_image, detect_lib.save_png
+
+    def counting_read(path):
+        held[0] += 1
+        most[0] = max(most[0], held[0])
+        return read(path)
+
+    def counting_save(image, path):
+        held[0] -= 1
+        return save(image, path)
+
+    out = str(tmp_path / "drawn")
+    detect_lib.read_image, detect_lib.save_png = counting_read, counting_save
+    try:
+        written = detect_images(workdir, paths, output_dir=out, batch_size=2)
+    finally:
+        detect_lib.read_image, detect_lib.save_png = read, save
+    names = sorted(os.path.relpath(p, out) for p in written)
+    assert names == ["a/x.png", "a/y0.png", "b/c/x.png", "b/c/y2.png", "b/x.png", "b/y1.png"]
+    assert most[0] <= 2 + 1  # one batch (+1: the broken file, never saved), not all seven
+    with pytest.raises(ValueError, match="would both be drawn as a/x.png"):
+        detect_images(workdir, [*paths, str(tmp_path / "photos" / "a" / "x.jpg")])
+
+
 def test_smoke_training_with_override_then_detect_from_the_workdir_alone(tmp_path):
     data_dir = str(tmp_path / "tfds")
     tfds.builder("shapes/scenes_small", data_dir=data_dir).download_and_prepare()
@@ -127,6 +166,7 @@ def test_smoke_training_with_override_then_detect_from_the_workdir_alone(tmp_pat
     assert inference_dataset_config(config.dataset).image_size == (64, 64)
     (written,) = detect_images(workdir, [image_path], min_score=0.0)
     assert np.asarray(Image.open(written)).shape[:2] == (150, 210)  # scaled 3x, aspect kept
+    check_detect_streams_folders(workdir, tmp_path, image_path)
     stale = yolo_shapes.get_config("smoke")  # the training override forgotten
     stale.dataset.data_dir = data_dir
     with pytest.raises(ValueError, match=r"widths: \(4, 8, 12, 12\) -> \(4, 8, 8, 16\)"):

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +29,9 @@ class WriteError(OSError):
     it as one line and exit with ``exit_code``)."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def free_bytes(path: str) -> int | None:
@@ -123,3 +127,36 @@ def read_json(path: str) -> Any:
             return json.loads(f.read())
     except (ValueError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error}); fix or remove it") from None
+
+
+_LOCAL_FILE = re.compile(r'local file "([^"]+)"')
+_TMP_STEP = re.compile(r"(.*)/(\d+)\.orbax-checkpoint-tmp")
+
+
+def tree_bytes(path: str) -> int:
+    """Bytes of the files under ``path`` (links not followed)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.lstat(os.path.join(root, name)).st_size for name in files)
+    return total
+
+
+def checkpoint_write_error(error: BaseException, checkpoints: str) -> WriteError:
+    """One line for a failed checkpoint save (orbax/TensorStore report it as a long
+    ``ValueError``): the step, the folder, the reason, and the space the newest saved
+    step takes (what the next one needs, about) against the space free."""
+    path = (_LOCAL_FILE.findall(str(error)) or [checkpoints])[0]
+    step = _TMP_STEP.match(path)
+    steps = (
+        [n for n in os.listdir(checkpoints) if n.isdigit()] if os.path.isdir(checkpoints) else []
+    )
+    needed = tree_bytes(os.path.join(checkpoints, max(steps, key=int))) if steps else None
+    what = f"saving checkpoint step {step.group(2)}" if step else "saving a checkpoint"
+    failure = write_error(what, checkpoints, OSError(user_errno(error), ""), needed)
+    if steps:
+        failure = WriteError(
+            failure.errno,
+            f"{failure.strerror}; the newest saved checkpoint, step "
+            f"{max(steps, key=int)}, is intact",
+        )
+    return failure

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging as logging_lib
 import math
 import numbers
 import os
@@ -31,9 +32,8 @@ from absl import logging
 
 from convjax.data import pipeline
 from convjax.models.checks import check_image_batch
-from convjax.runs import lock
+from convjax.runs import files, lock
 from convjax.runs import workdir as workdir_lib
-from convjax.runs.files import replace_file
 from convjax.runs.metrics import MetricLogger
 from convjax.tasks import Task, get_task
 from convjax.train import loop
@@ -231,8 +231,34 @@ def train_and_evaluate(
     setup = _setup(config)  # Everything that can be wrong with the config fails here.
     if resume_with_changed_config is None:
         resume_with_changed_config = bool(config.get(workdir_lib.RESUME_OPT_IN, False))
+    checkpoints = os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)
     with lock.hold(workdir, enabled=jax.process_index() == 0), StopSignals() as signals:
-        return _train(setup, config, workdir, signals, resume_with_changed_config)
+        with _WriteFailuresReportedOnce():
+            try:
+                return _train(setup, config, workdir, signals, resume_with_changed_config)
+            except Exception as error:
+                if isinstance(error, files.WriteError) or not files.is_user_write_error(error):
+                    raise
+                raise files.checkpoint_write_error(error, checkpoints) from None
+
+
+class _WriteFailuresReportedOnce(logging_lib.Filter):
+    """Drops the log records (from orbax's save threads, tracebacks and all) of a
+    write that failed for want of space or permission: the run's own one-line error
+    reports it once."""
+
+    def filter(self, record: logging_lib.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (
+            files.is_user_write_error(error or Exception(record.getMessage()))
+            or "Commit operations or the Commit callback" in record.getMessage()
+        )
+
+    def __enter__(self) -> None:
+        logging.get_absl_logger().addFilter(self)
+
+    def __exit__(self, *exc_info) -> None:
+        logging.get_absl_logger().removeFilter(self)
 
 
 def _train(
@@ -302,12 +328,24 @@ def _train(
             raise _interruption(signals.agreed_signum, guard.step, workdir, saved=True)
         if start_step >= setup.num_steps:  # A finished run: evaluate only.
             callbacks.run_eval(device_state)
-    finally:
-        checkpointer.close()
-        logger.close()
+    except BaseException:
+        _close_after_failure(checkpointer, logger)
+        raise
+    checkpointer.close()
+    logger.close()
     if is_chief:
         write_results(workdir, max(start_step, setup.num_steps), callbacks.eval_metrics)
     return callbacks.eval_metrics
+
+
+def _close_after_failure(*closables: Checkpointer | MetricLogger) -> None:
+    """Closes each of ``closables`` while an error is on its way out: a failure here
+    (e.g. the curves PNG on a full disk) is logged, never raised over the first error."""
+    for closable in closables:
+        try:
+            closable.close()
+        except Exception as error:  # noqa: BLE001 -- the first error is the one to report
+            logging.debug("closing %s after a failure: %s", type(closable).__name__, error)
 
 
 def _config_record(config: ml_collections.ConfigDict, workdir: str, start_step: int) -> int | None:
@@ -356,6 +394,6 @@ def write_results(workdir: str, step: int, eval_metrics: dict[str, float]) -> st
     """``results.json``: the step the workdir is at and the final eval metrics (strict
     JSON: a NaN or infinite metric is written as null)."""
     path = os.path.join(workdir, workdir_lib.RESULTS_JSON)
-    with replace_file(path) as f:
+    with files.replace_file(path) as f:
         json.dump({"step": step, "eval": json_safe(eval_metrics)}, f, indent=2, allow_nan=False)
     return path
