@@ -77,8 +77,8 @@ def quiet_logging() -> None:
         sys.stdout.reconfigure(line_buffering=True)
     if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
         return
-    if not isinstance(sys.excepthook, _LateCallbackHook):
-        sys.excepthook = _LateCallbackHook(sys.excepthook)
+    if not isinstance(sys.unraisablehook, _LateCallbackHook):
+        sys.unraisablehook = _LateCallbackHook(sys.unraisablehook)
     absl_logging.set_verbosity(absl_logging.WARNING)
     absl_logging.get_absl_handler().setFormatter(PlainFormatter())
     absl_logger = absl_logging.get_absl_logger()
@@ -86,24 +86,31 @@ def quiet_logging() -> None:
         absl_logger.addFilter(DropNoise())
 
 
+def _late_loop_callback(kind: type[BaseException] | None, value: BaseException | None) -> bool:
+    """Whether an exception is TensorStore's ``RuntimeError: Event loop is closed``: a
+    read or write of orbax completing after its event loop closed (after a failed save,
+    or a checkpoint found damaged). The operation's own error is reported where it was
+    raised, so its traceback only buries that."""
+    if kind is not RuntimeError or str(value) != "Event loop is closed":
+        return False
+    tb = value.__traceback__ if value is not None else None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+            return True
+        tb = tb.tb_next
+    return False
+
+
 class _LateCallbackHook:
-    """``sys.excepthook`` without the ``RuntimeError: Event loop is closed`` tracebacks
-    that TensorStore prints when one of orbax's reads or writes completes after its
-    event loop has closed (after a failed save, or a checkpoint found damaged): the
-    operation's own error is reported where it was raised."""
+    """``sys.unraisablehook`` (where TensorStore reports those) without
+    :func:`_late_loop_callback` exceptions."""
 
     def __init__(self, hook: Callable[..., None]):
         self.hook = hook
 
-    def __call__(self, kind: type[BaseException], value: BaseException, tb) -> None:
-        names = []
-        while tb is not None:
-            names.append(tb.tb_frame.f_code.co_name)
-            tb = tb.tb_next
-        if kind is RuntimeError and str(value) == "Event loop is closed":
-            if "call_soon_threadsafe" in names:
-                return
-        self.hook(kind, value, value.__traceback__ if value is not None else None)
+    def __call__(self, unraisable) -> None:
+        if not _late_loop_callback(unraisable.exc_type, unraisable.exc_value):
+            self.hook(unraisable)
 
 
 # What a user's input causes (a config field, a path, a workdir, a diverging run): each
@@ -141,7 +148,7 @@ def one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], 
             if code is None or verbose:
                 raise
             print(("" if code >= 128 else "error: ") + str(error), file=sys.stderr, flush=True)
-            sys.exit(code)
+            exit_now(code)  # not sys.exit: the teardown of TensorFlow's modules takes seconds
 
     return run
 
