@@ -148,7 +148,7 @@ def one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], 
             if code is None or verbose:
                 raise
             print(("" if code >= 128 else "error: ") + str(error), file=sys.stderr, flush=True)
-            exit_now(code)  # not sys.exit: the teardown of TensorFlow's modules takes seconds
+            sys.exit(code)
 
     return run
 
@@ -170,12 +170,18 @@ def exit_now(status: int = 0) -> None:
 
 def cli_main(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
     """A script's ``main`` for ``app.run(cli_main(main))``: user errors as one line
-    (:func:`one_line_errors`), and a prompt exit (:func:`exit_now`) once it returns."""
+    (:func:`one_line_errors`), and a prompt exit (:func:`exit_now`) once it returns or
+    has printed that line (a run stopped by SIGTERM included)."""
     main = one_line_errors(main)
 
     @functools.wraps(main)
     def run(argv: list[str]) -> None:
-        main(argv)
+        try:
+            main(argv)
+        except SystemExit as done:  # a one-line error: exit as promptly as after success
+            if not isinstance(done.code, int):
+                raise
+            exit_now(done.code)
         exit_now(0)
 
     return run
