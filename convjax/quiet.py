@@ -79,6 +79,8 @@ def quiet_logging() -> None:
         return
     if not isinstance(sys.unraisablehook, _LateCallbackHook):
         sys.unraisablehook = _LateCallbackHook(sys.unraisablehook)
+    if not isinstance(sys.excepthook, _LateCallbackHook):
+        sys.excepthook = _LateCallbackHook(sys.excepthook)
     absl_logging.set_verbosity(absl_logging.WARNING)
     absl_logging.get_absl_handler().setFormatter(PlainFormatter())
     absl_logger = absl_logging.get_absl_logger()
@@ -102,15 +104,19 @@ def _late_loop_callback(kind: type[BaseException] | None, value: BaseException |
 
 
 class _LateCallbackHook:
-    """``sys.unraisablehook`` (where TensorStore reports those) without
-    :func:`_late_loop_callback` exceptions."""
+    """``sys.unraisablehook`` or ``sys.excepthook`` (TensorStore reports those through
+    either) without :func:`_late_loop_callback` exceptions."""
 
     def __init__(self, hook: Callable[..., None]):
         self.hook = hook
 
-    def __call__(self, unraisable) -> None:
-        if not _late_loop_callback(unraisable.exc_type, unraisable.exc_value):
-            self.hook(unraisable)
+    def __call__(self, *args) -> None:
+        if len(args) == 1:  # sys.unraisablehook(unraisable)
+            kind, value = args[0].exc_type, args[0].exc_value
+        else:  # sys.excepthook(kind, value, traceback)
+            kind, value = args[0], args[1]
+        if not _late_loop_callback(kind, value):
+            self.hook(*args)
 
 
 # What a user's input causes (a config field, a path, a workdir, a diverging run): each
