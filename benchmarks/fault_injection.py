@@ -53,6 +53,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=ROOT)  # this checkout's convjax, not an installed one
 STEP_LINE = re.compile(r"^step (\d+)/(\d+)")
 RESUMED = re.compile(r"Resumed from .* at step (\d+)")
 SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
@@ -94,7 +95,7 @@ class Run:
         self.log.flush()
         self.start = time.time()
         self.proc = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.last_step, self.resumed_from, self.stderr = 0, 0, ""
         self.step_times: dict[int, float] = {}
@@ -286,7 +287,7 @@ def one_round(index: int, args, rng: random.Random, reference: dict, plan: dict)
     problems = record["problems"]
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, workdir, stop], cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
     for _ in range(rng.randint(1, args.max_kills)):
