@@ -44,7 +44,11 @@ def checkpoint_directory(path: str | os.PathLike) -> str:
 def step_problem(step_dir: str) -> tuple[str, str] | None:
     """``(slug, reason)`` for damage visible without reading the arrays (an empty step
     directory, a missing or unparsable ``_METADATA``); ``None`` when the files look whole."""
-    if not os.listdir(step_dir):
+    try:
+        names = os.listdir(step_dir)
+    except FileNotFoundError:  # pruned by the run that writes, since it was listed
+        return "gone", "removed while it was being read"
+    if not names:
         return "empty", "empty step directory"
     metadata = glob.glob(os.path.join(step_dir, "*", "_METADATA"))
     if not metadata:

@@ -18,6 +18,9 @@ What it silences, and why:
   initialize backend 'tpu'", orbax's checkpoint-manager lines, tfds' reader lines.
 - tfds' "Variant folder ... has no dataset_info.json", logged while a dataset is first
   built (:data:`NOISE`).
+- ``RuntimeError: Event loop is closed`` tracebacks that TensorStore prints when an
+  orbax read or write completes after its event loop closed (after a failed save or a
+  damaged checkpoint); the failure itself is reported where it happened.
 
 Every variable is a default: one set in the environment wins. This module imports
 neither JAX nor TensorFlow.
@@ -74,11 +77,46 @@ def quiet_logging() -> None:
         sys.stdout.reconfigure(line_buffering=True)
     if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
         return
+    if not isinstance(sys.unraisablehook, _LateCallbackHook):
+        sys.unraisablehook = _LateCallbackHook(sys.unraisablehook)
+    if not isinstance(sys.excepthook, _LateCallbackHook):
+        sys.excepthook = _LateCallbackHook(sys.excepthook)
     absl_logging.set_verbosity(absl_logging.WARNING)
     absl_logging.get_absl_handler().setFormatter(PlainFormatter())
     absl_logger = absl_logging.get_absl_logger()
     if not any(isinstance(f, DropNoise) for f in absl_logger.filters):
         absl_logger.addFilter(DropNoise())
+
+
+def _late_loop_callback(kind: type[BaseException] | None, value: BaseException | None) -> bool:
+    """Whether an exception is TensorStore's ``RuntimeError: Event loop is closed``: a
+    read or write of orbax completing after its event loop closed (after a failed save,
+    or a checkpoint found damaged). The operation's own error is reported where it was
+    raised, so its traceback only buries that."""
+    if kind is not RuntimeError or str(value) != "Event loop is closed":
+        return False
+    tb = value.__traceback__ if value is not None else None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+class _LateCallbackHook:
+    """``sys.unraisablehook`` or ``sys.excepthook`` (TensorStore reports those through
+    either) without :func:`_late_loop_callback` exceptions."""
+
+    def __init__(self, hook: Callable[..., None]):
+        self.hook = hook
+
+    def __call__(self, *args) -> None:
+        if len(args) == 1:  # sys.unraisablehook(unraisable)
+            kind, value = args[0].exc_type, args[0].exc_value
+        else:  # sys.excepthook(kind, value, traceback)
+            kind, value = args[0], args[1]
+        if not _late_loop_callback(kind, value):
+            self.hook(*args)
 
 
 # What a user's input causes (a config field, a path, a workdir, a diverging run): each
@@ -140,7 +178,8 @@ def cli_main(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
     """A script's ``main`` for ``app.run(cli_main(main))``: a ``--config`` flag that does
     not load refused in one line at once, before absl parses the flags
     (:func:`convjax.config_check.check_config_flag`), user errors as one line
-    (:func:`one_line_errors`), and a prompt exit (:func:`exit_now`) once it returns."""
+    (:func:`one_line_errors`), and a prompt exit (:func:`exit_now`) once it returns or
+    has printed that line (a run stopped by SIGTERM included)."""
     from convjax.config_check import check_config_flag
 
     check_config_flag()
@@ -148,7 +187,12 @@ def cli_main(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
 
     @functools.wraps(main)
     def run(argv: list[str]) -> None:
-        main(argv)
+        try:
+            main(argv)
+        except SystemExit as done:  # a one-line error: exit as promptly as after success
+            if not isinstance(done.code, int):
+                raise
+            exit_now(done.code)
         exit_now(0)
 
     return run

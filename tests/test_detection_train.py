@@ -22,7 +22,13 @@ from PIL import Image
 from configs import yolo_shapes
 from convjax.models import get_model
 from convjax.runs import workdir as workdir_lib
-from convjax.runs.detect import METRICS_JSON, PR_PNG, SAMPLES_PNG, evaluate_workdir
+from convjax.runs.detect import (
+    METRICS_JSON,
+    PR_PNG,
+    SAMPLES_PNG,
+    detect_images,
+    evaluate_workdir,
+)
 from convjax.runs.inference import inference_dataset_config, model_inputs
 from convjax.runs.metrics import curves_figure, read_metrics
 from convjax.runs.train import train_and_evaluate
@@ -106,6 +112,45 @@ def tensorboard_steps(workdir: str) -> dict[str, list[int]]:
     return steps
 
 
+def check_detect_streams_folders(workdir, tmp_path, image_path):
+    """Same-named files in two folders give two outputs; a bad file is skipped with a
+    warning; at most one batch of images is held at a time."""
+    import shutil
+
+    import convjax.runs.detect as detect_lib
+
+    for folder in ("a", "b", "b/c"):
+        os.makedirs(tmp_path / "photos" / folder)
+    for i, folder in enumerate(("a", "b", "b/c")):
+        shutil.copy(image_path, tmp_path / "photos" / folder / "x.png")
+        shutil.copy(image_path, tmp_path / "photos" / folder / f"y{i}.png")
+    (tmp_path / "photos" / "b" / "broken.png").write_bytes(b"")
+    paths = sorted(str(p) for p in (tmp_path / "photos").rglob("*.png"))
+    held, most = [0], [0]
+    read, save = detect_lib.read_image, detect_lib.save_png
+
+    def counting_read(path):
+        held[0] += 1
+        most[0] = max(most[0], held[0])
+        return read(path)
+
+    def counting_save(image, path):
+        held[0] -= 1
+        return save(image, path)
+
+    out = str(tmp_path / "drawn")
+    detect_lib.read_image, detect_lib.save_png = counting_read, counting_save
+    try:
+        written = detect_images(workdir, paths, output_dir=out, batch_size=2)
+    finally:
+        detect_lib.read_image, detect_lib.save_png = read, save
+    names = sorted(os.path.relpath(p, out) for p in written)
+    assert names == ["a/x.png", "a/y0.png", "b/c/x.png", "b/c/y2.png", "b/x.png", "b/y1.png"]
+    assert most[0] <= 2 + 1  # one batch (+1: the broken file, never saved), not all seven
+    with pytest.raises(ValueError, match="would both be drawn as a/x.png"):
+        detect_images(workdir, [*paths, str(tmp_path / "photos" / "a" / "x.jpg")])
+
+
 def test_smoke_training_with_override_then_detect_from_the_workdir_alone(tmp_path):
     data_dir = str(tmp_path / "tfds")
     tfds.builder("shapes/scenes_small", data_dir=data_dir).download_and_prepare()
@@ -150,6 +195,9 @@ def test_smoke_training_with_override_then_detect_from_the_workdir_alone(tmp_pat
     want = (np.round(np.clip(resized.numpy(), 0, 255)) / 255.0 - 0.5) / 0.25
     np.testing.assert_allclose(model_inputs([image_path], config.dataset)[0], want, atol=1e-5)
     assert inference_dataset_config(config.dataset).image_size == (64, 64)
+    (written,) = detect_images(workdir, [image_path], min_score=0.0)
+    assert np.asarray(Image.open(written)).shape[:2] == (150, 210)  # scaled 3x, aspect kept
+    check_detect_streams_folders(workdir, tmp_path, image_path)
     stale = yolo_shapes.get_config("smoke")  # the training override forgotten
     stale.dataset.data_dir = data_dir
     with pytest.raises(ValueError, match=r"widths: \(4, 8, 12, 12\) -> \(4, 8, 8, 16\)"):
@@ -173,7 +221,7 @@ def test_smoke_training_with_override_then_detect_from_the_workdir_alone(tmp_pat
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "skipping the evaluation" in out.stdout
+    assert "map50_voc=" not in out.stdout  # --images only draws: no evaluation first
     assert "wrote " + os.path.join(workdir, "detections", "scene.png") in out.stdout
     written = np.asarray(Image.open(os.path.join(workdir, "detections", "scene.png")))
     assert written.shape[:2] == (150, 210)  # scaled 3x, aspect kept

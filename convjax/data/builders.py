@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import glob
 import importlib
 import io
+import os
 import pkgutil
+import shutil
 import time
 from collections.abc import Iterator
 
@@ -107,6 +110,23 @@ def _quiet_tfds() -> Iterator[None]:
         tfds.display_progress_bar(bars)
 
 
+class BuildInterrupted(Exception):
+    """Ctrl-C during a dataset build (scripts exit with ``exit_code``, 128 + SIGINT)."""
+
+    exit_code = 130
+
+
+def _remove_partial_build(data_dir: str) -> None:
+    """Removes what an interrupted build of ``data_dir`` (``<root>/<name>/<version>``)
+    left: tfds' ``*.incomplete*`` folders beside it, and the folders it made empty."""
+    parent = os.path.dirname(data_dir)
+    for partial in glob.glob(f"{glob.escape(data_dir)}.incomplete*"):
+        shutil.rmtree(partial, ignore_errors=True)
+    for folder in (data_dir, parent):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # only when empty
+
+
 def build_offline(
     builder: tfds.core.DatasetBuilder, download_config: tfds.download.DownloadConfig
 ) -> None:
@@ -125,6 +145,13 @@ def build_offline(
     try:
         with _quiet_tfds():
             builder.download_and_prepare(download_config=download_config)
+    except KeyboardInterrupt:
+        print(" interrupted", flush=True)
+        _remove_partial_build(str(builder.data_dir))
+        raise BuildInterrupted(
+            f"Interrupted (SIGINT) while building {name}: the partial build was removed; "
+            "run the same command to build it again."
+        ) from None
     except BaseException:
         print(" failed", flush=True)
         raise

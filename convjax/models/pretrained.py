@@ -14,6 +14,7 @@ Two sources, neither read through pickle:
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,27 @@ def check_source(source: str) -> None:
             f"pretrained={source!r}: expected a .safetensors/.npz file or a "
             "convjax workdir/checkpoint directory that exists"
         )
+
+
+def _read_weights(path: str) -> dict[str, np.ndarray]:
+    """:func:`~convjax.models.convert.load_state_dict`, with a file that cannot be read
+    (missing, empty, truncated, not that format) as a one-line ``ValueError``."""
+    if not os.path.isfile(path):
+        raise ValueError(f"pretrained={path!r}: no such file")
+    try:
+        return load_state_dict(path)
+    except ValueError as error:
+        if "Unsupported weights file" in str(error):
+            raise
+        problem = error
+    except Exception as error:  # noqa: BLE001 -- numpy and safetensors raise many kinds
+        problem = error
+    size = os.path.getsize(path)
+    detail = "the file is empty (0 bytes)" if size == 0 else " ".join(str(problem).split())
+    if size and path.endswith(".npz") and not zipfile.is_zipfile(path):
+        detail = "not an .npz archive (a zip of .npy arrays)"
+    kind = "safetensors" if path.endswith(".safetensors") else "numpy .npz"
+    raise ValueError(f"pretrained={path!r} is not a readable {kind} file: {detail}")
 
 
 def load_checkpoint_variables(directory: str | os.PathLike, step: int | None = None) -> PyTree:
@@ -103,7 +125,7 @@ def load_pretrained(
     source = os.fspath(source)
     compile_patterns(exclude, "exclude")
     if is_weights_file(source):
-        loaded = convert_torchvision(model, load_state_dict(source), exclude=list(exclude))
+        loaded = convert_torchvision(model, _read_weights(source), exclude=list(exclude))
     else:
         loaded = load_checkpoint_variables(source)
     merged, problems = _merge(variables, loaded, exclude)

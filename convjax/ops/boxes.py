@@ -95,6 +95,8 @@ def denormalize_boxes(
 
 def box_area(boxes: jax.Array) -> jax.Array:
     """``boxes: [..., 4]`` xyxy -> areas ``[...]`` (0 for inverted or degenerate boxes)."""
+    if boxes.shape[-1:] != (4,):
+        raise ValueError(f"box_area expects boxes [..., 4] (x1, y1, x2, y2); got {boxes.shape}")
     wh = jnp.maximum(boxes[..., 2:] - boxes[..., :2], 0.0)
     return wh[..., 0] * wh[..., 1]
 

@@ -18,9 +18,11 @@ needs the workdir alone, not the dataset.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 
 import jax
 import ml_collections
@@ -30,7 +32,8 @@ from convjax.detection.draw import draw_detections, image_grid, precision_recall
 from convjax.evals import Evaluator, build_evaluator, build_evaluators
 from convjax.runs import workdir as workdir_lib
 from convjax.runs.console import Announce, say
-from convjax.runs.images import read_image, save_figure, save_png
+from convjax.runs.files import replace_file
+from convjax.runs.images import SKIMAGE_PREFIX, read_image, save_figure, save_png
 from convjax.runs.inference import model_inputs
 from convjax.tasks.detection import Detection
 
@@ -120,7 +123,7 @@ def evaluate_workdir(
     result = workdir_lib.evaluate_restored(restored, [evaluator])[evaluator.name]
     metrics, arrays = result.all_metrics, result.details
     names = class_names_for(restored, int(config.model_kwargs.num_classes))
-    with open(os.path.join(workdir, METRICS_JSON), "w") as f:
+    with replace_file(os.path.join(workdir, METRICS_JSON)) as f:
         json.dump(metrics, f, indent=2)
     pictures = _sample_pictures(arrays, names, num_samples, min_score)
     if pictures:
@@ -132,6 +135,61 @@ def evaluate_workdir(
     return metrics
 
 
+def output_names(paths: Sequence[str]) -> list[str]:
+    """Distinct ``.png`` names for ``paths``: each file's path relative to the folder
+    that holds them all (``a/x.jpg``, ``b/x.jpg`` -> ``a/x.png``, ``b/x.png``), so
+    same-named files in different folders never overwrite each other;
+    ``skimage:<name>`` -> ``<name>.png``. Two inputs that would still share a name
+    (``x.jpg`` and ``x.png`` in one folder) raise a one-line ``ValueError``."""
+    files = [os.path.abspath(p) for p in paths if not p.startswith(SKIMAGE_PREFIX)]
+    root = os.path.commonpath([os.path.dirname(f) for f in files]) if files else ""
+    names: dict[str, str] = {}
+    for path in paths:
+        if path.startswith(SKIMAGE_PREFIX):
+            relative = path[len(SKIMAGE_PREFIX) :]
+        else:
+            relative = os.path.relpath(os.path.abspath(path), root)
+        name = os.path.splitext(relative)[0] + ".png"
+        if name in names:
+            raise ValueError(
+                f"{names[name]!r} and {path!r} would both be drawn as {name}; rename one"
+            )
+        names[name] = path
+    return list(names)
+
+
+def _readable(paths: Sequence[str]) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, image float32 [h, w, 3]) of each readable file; an unreadable one is
+    skipped with a warning line (one file alone: its one-line ``ValueError``)."""
+    for i, path in enumerate(paths):
+        try:
+            yield i, read_image(path)
+        except ValueError as error:
+            if len(paths) == 1:
+                raise
+            print(f"warning: skipped {error}", file=sys.stderr, flush=True)
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    """Lists of up to ``size`` consecutive items."""
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _draw(original: np.ndarray, decoded, row: int, names: list[str], min_score: float):
+    """``original`` [h, w, 3] with row ``row`` of ``decoded``'s detections drawn."""
+    keep = decoded.valid[row] & (decoded.scores[row] >= min_score)
+    oh, ow = original.shape[:2]
+    return draw_detections(
+        original,
+        decoded.boxes[row][keep] * np.array([ow, oh, ow, oh], np.float32),
+        decoded.classes[row][keep],
+        decoded.scores[row][keep],
+        class_names=names,
+        scale=max(1, 256 // max(oh, ow)),
+    )
+
+
 def detect_images(
     workdir: str,
     paths: Sequence[str],
@@ -139,33 +197,34 @@ def detect_images(
     config: ml_collections.ConfigDict | None = None,
     output_dir: str | None = None,
     min_score: float = 0.3,
+    batch_size: int = 8,
 ) -> list[str]:
     """Runs the latest checkpoint on image files (paths, or ``skimage:<name>``), each
-    preprocessed as the eval split at the trained input size; writes ``<output_dir>/<name>.png``
-    (default ``<workdir>/detections/``) with boxes, class names and scores drawn on the
-    original image. Returns the written paths."""
+    preprocessed as the eval split at the trained input size; writes each with its
+    boxes, class names and scores drawn on the original image under ``output_dir``
+    (default ``<workdir>/detections/``) as named by :func:`output_names`. Returns the
+    written paths.
+
+    Images are read, run and written ``batch_size`` at a time, so memory does not grow
+    with the number of files. A file that cannot be read is skipped with a warning
+    line (a single file: a one-line ``ValueError`` before the model is restored)."""
+    names_out = output_names(paths)
+    batches = _chunks(_readable(paths), batch_size)
+    first = next(batches, None)  # read before the model is restored: a bad file fails fast
+    if first is None:
+        raise ValueError(f"none of the {len(paths)} image files could be read")
     restored = restore_detector(workdir, config)
     config = restored.config
-    originals = [read_image(path) for path in paths]  # float32 [h, w, 3] in 0..1
-    inputs = model_inputs(originals, restored.inference_dataset)  # [N, H, W, C], as eval
     predict = restored.task.predict_fn(restored.model)
     names = class_names_for(restored, int(config.model_kwargs.num_classes))
     output_dir = output_dir or os.path.join(workdir, DETECTIONS_DIR)
     written = []
-    for i, (path, original) in enumerate(zip(paths, originals, strict=True)):
-        decoded = jax.device_get(
-            predict(restored.state.params, restored.state.model_state, inputs[i : i + 1])
-        )
-        keep = decoded.valid[0] & (decoded.scores[0] >= min_score)
-        oh, ow = original.shape[:2]
-        drawn = draw_detections(
-            original,
-            decoded.boxes[0][keep] * np.array([ow, oh, ow, oh], np.float32),
-            decoded.classes[0][keep],
-            decoded.scores[0][keep],
-            class_names=names,
-            scale=max(1, 256 // max(oh, ow)),
-        )
-        name = os.path.splitext(os.path.basename(path))[0] + ".png"
-        written.append(save_png(drawn, os.path.join(output_dir, name)))
+    for batch in itertools.chain([first], batches):
+        inputs = model_inputs([image for _, image in batch], restored.inference_dataset)
+        padded = np.zeros((batch_size, *inputs.shape[1:]), inputs.dtype)  # one compile
+        padded[: len(batch)] = inputs
+        decoded = jax.device_get(predict(restored.state.params, restored.state.model_state, padded))
+        for row, (i, original) in enumerate(batch):
+            drawn = _draw(original, decoded, row, names, min_score)
+            written.append(save_png(drawn, os.path.join(output_dir, names_out[i])))
     return written

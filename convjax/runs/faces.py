@@ -44,7 +44,8 @@ from convjax.runs import lock
 from convjax.runs import train as train_lib
 from convjax.runs import workdir as workdir_lib
 from convjax.runs.console import Announce, counted, say
-from convjax.runs.images import save_figure
+from convjax.runs.files import read_json, replace_file
+from convjax.runs.images import read_image, save_figure
 from convjax.runs.inference import model_inputs
 from convjax.tasks import get_task
 from convjax.tasks.embedding import Embedding
@@ -185,7 +186,7 @@ def embed_split(
 def save_threshold(threshold: VerificationThreshold, workdir: str) -> str:
     """Writes ``threshold.json`` to ``workdir``; returns its path."""
     path = os.path.join(workdir, THRESHOLD_JSON)
-    with open(path, "w") as f:
+    with replace_file(path) as f:
         json.dump(threshold.to_dict(), f, indent=2)
     return path
 
@@ -195,8 +196,7 @@ def load_threshold(workdir: str) -> VerificationThreshold | None:
     path = os.path.join(workdir, THRESHOLD_JSON)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return VerificationThreshold.from_dict(json.load(f))
+    return VerificationThreshold.from_dict(read_json(path))
 
 
 def evaluate(
@@ -279,7 +279,7 @@ def _write_report(
     save_threshold(verified.threshold, workdir)
     roc = metrics.roc_figure({"test pairs": (verified.fpr, verified.tpr)})
     save_figure(roc, os.path.join(workdir, ROC_PNG))
-    with open(os.path.join(workdir, REPORT_JSON), "w") as f:
+    with replace_file(os.path.join(workdir, REPORT_JSON)) as f:
         json.dump(report, f, indent=2)
     say(announce, f"Wrote {THRESHOLD_JSON}, {ROC_PNG} and {REPORT_JSON} to {workdir}")
 
@@ -299,8 +299,9 @@ def train_and_evaluate(
     return report
 
 
-def embed_files(embedder: Embedder, paths: Sequence[str]) -> np.ndarray:
-    """Embeds image files (paths, or ``skimage:<name>``), preprocessed exactly as the
+def embed_files(embedder: Embedder, paths: Sequence[str | np.ndarray]) -> np.ndarray:
+    """Embeds image files (paths, or ``skimage:<name>``, or images read by
+    :func:`~convjax.runs.images.read_image`), preprocessed exactly as the
     eval split at the trained input size (:func:`convjax.runs.inference.model_inputs`):
     -> [N, D]."""
     images = model_inputs(list(paths), embedder.dataset)
@@ -328,8 +329,9 @@ def enroll_files(
     """Enrols ``NAME=IMAGE`` entries into the gallery file (created if missing, with
     the threshold saved in ``workdir``); returns the gallery."""
     pairs = _named_paths(named_paths)
+    images = [read_image(p) for _, p in pairs]  # a bad file fails before the model loads
     embedder = embedder or load_embedder(workdir, config)
-    embeddings = embed_files(embedder, [p for _, p in pairs])
+    embeddings = embed_files(embedder, images)
     if os.path.exists(gallery_path):
         gallery = Gallery.load(gallery_path)
     else:
@@ -359,8 +361,9 @@ def identify_files(
 ) -> Identification:
     """Top-k identities for each image file (``None`` names: not in the gallery)."""
     gallery = Gallery.load(gallery_path)
+    images = [read_image(p) for p in paths]  # a bad file fails before the model loads
     embedder = embedder or load_embedder(workdir, config)
-    queries = embed_files(embedder, paths)
+    queries = embed_files(embedder, images)
     return gallery.identify(queries, k=min(k, gallery.num_identities))
 
 
@@ -374,6 +377,7 @@ def verify_files(
 ) -> tuple[float, bool, float]:
     """(squared distance, same person?, threshold) for two image files, with the
     threshold chosen on validation pairs by :func:`evaluate`."""
+    images = [read_image(first), read_image(second)]  # before the model loads
     threshold = load_threshold(workdir)
     if threshold is None:
         raise ValueError(
@@ -381,6 +385,6 @@ def verify_files(
             "which chooses the threshold on validation pairs."
         )
     embedder = embedder or load_embedder(workdir, config)
-    e = embed_files(embedder, [first, second])
+    e = embed_files(embedder, images)
     distance = float(squared_distances(e[0], e[1]))
     return distance, bool(threshold.accepts(distance)), threshold.threshold

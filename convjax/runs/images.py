@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from convjax.ops.images import fit_size, resize_image, to_rgb_float, to_uint8
+from convjax.runs.files import replace_file
 
 # scikit-image data images that are inside the installed package (no download).
 BUNDLED_IMAGES = (
@@ -43,7 +44,11 @@ def _bundled_choices() -> str:
 
 
 def read_image(spec: str) -> np.ndarray:
-    """Reads ``spec`` (a file path or ``skimage:<name>``) -> float32 [H, W, 3] in [0, 1]."""
+    """Reads ``spec`` (a file path or ``skimage:<name>``) -> float32 [H, W, 3] in [0, 1].
+
+    Every mode is read at its range (16-bit grey divided by 65535; palette, grey with
+    alpha and CMYK converted to RGB). A file that is not a readable image raises a
+    one-line ``ValueError`` naming it and what is wrong."""
     if spec.startswith(SKIMAGE_PREFIX):
         name = spec[len(SKIMAGE_PREFIX) :]
         if name not in BUNDLED_IMAGES:
@@ -55,8 +60,34 @@ def read_image(spec: str) -> np.ndarray:
         raise ValueError(
             f"image {spec!r} does not exist; give a file path or one of {_bundled_choices()}"
         )
-    with Image.open(spec) as im:
-        return to_rgb_float(np.asarray(im.convert("RGB")))
+    try:
+        with Image.open(spec) as im:
+            return to_rgb_float(_pixels(im))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"image {spec!r} cannot be read: {_problem(spec, error)}") from None
+
+
+def _pixels(im: Image.Image) -> np.ndarray:
+    """The decoded pixels at their full range: 16-bit grey (``I;16*``, ``I``) as uint16,
+    32-bit float (``F``) as is, every other mode (palette, LA, CMYK, ...) as 8-bit RGB."""
+    if im.mode.startswith("I;16"):
+        return np.asarray(im).astype(np.uint16)
+    if im.mode == "I":  # 16-bit grey PNGs in some Pillow versions (values 0..65535)
+        return np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+    if im.mode == "F":
+        return np.asarray(im, np.float32)
+    return np.asarray(im.convert("RGB"))
+
+
+def _problem(path: str, error: BaseException) -> str:
+    """What is wrong with an image file, in a few words."""
+    if os.path.isdir(path):
+        return "it is a folder"
+    if os.path.getsize(path) == 0:
+        return "the file is empty (0 bytes)"
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "not an image file Pillow knows (a text file, or another format?)"
+    return f"{' '.join(str(error).split()) or type(error).__name__} (a damaged or truncated file?)"
 
 
 def load_image(spec: str, size: int | Sequence[int] | None = None) -> np.ndarray:
@@ -72,24 +103,21 @@ def load_image(spec: str, size: int | Sequence[int] | None = None) -> np.ndarray
     return resize_image(image, target)
 
 
-def _make_parent(path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return path
-
-
 def save_png(image: np.ndarray, path: str | os.PathLike) -> str:
     """Writes ``image`` ([H, W, 1|3] uint8, or float, see
     :func:`convjax.ops.images.to_uint8`) as an 8-bit RGB PNG; returns the path."""
-    path = _make_parent(path)
-    Image.fromarray(to_uint8(image)).save(path, format="PNG")
+    path = os.fspath(path)
+    with replace_file(path, "wb") as f:
+        Image.fromarray(to_uint8(image)).save(f, format="PNG")
     return path
 
 
 def save_figure(figure: Figure, path: str | os.PathLike, *, dpi: int = 100) -> str:
     """Saves a matplotlib ``figure`` (PNG by the path's extension); returns the path."""
-    path = _make_parent(path)
-    figure.savefig(path, dpi=dpi)
+    path = os.fspath(path)
+    extension = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    with replace_file(path, "wb") as f:
+        figure.savefig(f, dpi=dpi, format=extension)
     return path
 
 

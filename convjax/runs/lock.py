@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import os
@@ -31,6 +32,8 @@ import socket
 import sys
 from collections.abc import Iterator
 from types import TracebackType
+
+from convjax.runs.files import is_user_write_error, write_error
 
 LOCK_FILE = "run.lock"
 
@@ -61,8 +64,7 @@ class WorkdirLock:
         """Takes the lock or raises :class:`WorkdirBusyError` naming the holder."""
         if self._fd is not None:
             return self
-        os.makedirs(self.workdir, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -86,6 +88,23 @@ class WorkdirLock:
         os.fsync(fd)
         self._fd = fd
         return self
+
+    def _open(self) -> int:
+        """The lock file's descriptor (created if missing). A link is refused, never
+        followed: the run writes only inside its workdir."""
+        try:
+            os.makedirs(self.workdir, exist_ok=True)
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            return os.open(self.path, flags, 0o644)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise ValueError(
+                    f"{self.path} is a symbolic link (to {os.readlink(self.path)}); a run "
+                    f"writes only inside its workdir: remove the link and run again"
+                ) from None
+            if is_user_write_error(error):
+                raise write_error("taking the workdir's lock", self.path, error) from None
+            raise
 
     def release(self) -> None:
         """Clears the record and releases the lock (the empty file stays)."""

@@ -12,9 +12,11 @@ import time
 from collections.abc import Mapping
 
 import numpy as np
+from absl import logging
 from clu import metric_writers
 from matplotlib.figure import Figure
 
+from convjax.runs.files import replace_file
 from convjax.runs.images import save_figure
 
 METRICS_JSONL = "metrics.jsonl"
@@ -38,7 +40,7 @@ class MetricLogger:
         if enabled:
             os.makedirs(workdir, exist_ok=True)
             records = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
-            with open(self.path, "w") as f:
+            with replace_file(self.path) as f:
                 f.writelines(json.dumps(r) + "\n" for r in records)
             purge_events(os.path.join(workdir, TENSORBOARD_DIR), after_step=resume_step)
         self.writer = metric_writers.create_default_writer(
@@ -95,11 +97,29 @@ def purge_events(directory: str, *, after_step: int) -> int:
 
 
 def read_metrics(workdir: str) -> list[dict]:
+    """The records of ``metrics.jsonl``. A last line cut short (a run killed while it
+    wrote) is dropped with one warning; any other line that is not JSON raises a
+    one-line ``ValueError`` naming the file and line."""
     path = os.path.join(workdir, METRICS_JSONL)
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    with open(path, "rb") as f:
+        lines = [(n, line) for n, line in enumerate(f.read().split(b"\n"), 1) if line.strip()]
+    records = []
+    for n, line in lines:
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "step" not in record or "split" not in record:
+                raise ValueError("not a metrics record")
+        except ValueError as error:
+            if n == lines[-1][0]:
+                logging.warning("%s: dropped its last line, cut short (%s)", path, error)
+                break
+            raise ValueError(
+                f"{path} line {n} is not a metrics record ({error}); fix or delete that line"
+            ) from None
+        records.append(record)
+    return records
 
 
 def write_csv(workdir: str) -> str:
@@ -107,7 +127,7 @@ def write_csv(workdir: str) -> str:
     records = read_metrics(workdir)
     columns = ["step", "split"] + sorted({k for r in records for k in r} - {"step", "split"})
     path = os.path.join(workdir, METRICS_CSV)
-    with open(path, "w", newline="") as f:
+    with replace_file(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(records)

@@ -33,6 +33,7 @@ import numpy as np
 from convjax.models.features import MIN_SIZE, FeatureNet, build_feature_net
 from convjax.ops.images import fit_image, resize_image
 from convjax.runs import images, lock
+from convjax.runs.files import replace_file
 from convjax.runs.style_config import Plan, choose_strategy, read_plan, resolve_config
 from convjax.runs.workdir import CHECKPOINT_DIR, save_config
 from convjax.style import color
@@ -493,7 +494,7 @@ def _write_outputs(
         "history": history,
     }
     path = os.path.join(workdir, COSTS_JSON)
-    with open(path, "w") as f:
+    with replace_file(path) as f:
         json.dump(summary, f, indent=1)
     files["costs"] = path
     return files

@@ -16,6 +16,7 @@ import time
 import ml_collections
 from matplotlib.figure import Figure
 
+from convjax.runs.files import replace_file
 from convjax.runs.images import save_figure
 from convjax.runs.train import train_and_evaluate
 from convjax.train.loop import format_duration
@@ -86,7 +87,7 @@ def plain_vs_residual(config: ml_collections.ConfigDict, workdir: str) -> Result
     """Runs the sweep in ``workdir``; writes its JSON and PNG there and returns the results."""
     workdir = os.path.abspath(workdir)
     results = run_sweep(config, workdir)
-    with open(os.path.join(workdir, SWEEP_JSON), "w") as f:
+    with replace_file(os.path.join(workdir, SWEEP_JSON)) as f:
         json.dump(results, f, indent=2)
     title = (
         f"{config.dataset.name}, {config.num_train_steps} steps x batch "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging as logging_lib
 import math
 import numbers
 import os
@@ -33,13 +34,13 @@ from absl import logging
 from convjax.data import pipeline
 from convjax.evals import EvalContext, EvalResult, EvalState, Evaluator, build_evaluators
 from convjax.models.checks import check_image_batch
-from convjax.runs import lock
+from convjax.runs import files, lock
 from convjax.runs import workdir as workdir_lib
 from convjax.runs.metrics import MetricLogger
 from convjax.tasks import Task, get_task
 from convjax.tasks.base import checked_labels
 from convjax.train import loop
-from convjax.train.checkpointing import Checkpointer
+from convjax.train.checkpointing import Checkpointer, check_keep
 from convjax.train.guard import DEFAULT_MAX_LOSS_FACTOR, DivergenceGuard, check_state_finite
 from convjax.train.parallel import Strategy, get_strategy, prefetch_to_device
 from convjax.train.preemption import StopSignals, TrainingInterrupted
@@ -84,6 +85,7 @@ def _check_num_steps(config: ml_collections.ConfigDict) -> int:
 
 def _setup(config: ml_collections.ConfigDict) -> _Setup:
     num_steps = _check_num_steps(config)
+    check_keep(config.get("keep_checkpoints", 3))  # before the workdir is made or locked
     strategy = get_strategy(
         config.get("parallel", "auto"),
         mesh=config.get("mesh"),
@@ -296,8 +298,34 @@ def train_and_evaluate(
     setup = _setup(config)  # Everything that can be wrong with the config fails here.
     if resume_with_changed_config is None:
         resume_with_changed_config = bool(config.get(workdir_lib.RESUME_OPT_IN, False))
+    checkpoints = os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)
     with lock.hold(workdir, enabled=jax.process_index() == 0), StopSignals() as signals:
-        return _train(setup, config, workdir, signals, resume_with_changed_config)
+        with _WriteFailuresReportedOnce():
+            try:
+                return _train(setup, config, workdir, signals, resume_with_changed_config)
+            except Exception as error:
+                if isinstance(error, files.WriteError) or not files.is_user_write_error(error):
+                    raise
+                raise files.checkpoint_write_error(error, checkpoints) from None
+
+
+class _WriteFailuresReportedOnce(logging_lib.Filter):
+    """Drops the log records (from orbax's save threads, tracebacks and all) of a
+    write that failed for want of space or permission: the run's own one-line error
+    reports it once."""
+
+    def filter(self, record: logging_lib.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (
+            files.is_user_write_error(error or Exception(record.getMessage()))
+            or "Commit operations or the Commit callback" in record.getMessage()
+        )
+
+    def __enter__(self) -> None:
+        logging.get_absl_logger().addFilter(self)
+
+    def __exit__(self, *exc_info) -> None:
+        logging.get_absl_logger().removeFilter(self)
 
 
 def _train(
@@ -367,9 +395,11 @@ def _train(
             raise _interruption(signals.agreed_signum, guard.step, workdir, saved=True)
         if start_step >= setup.num_steps:  # A finished run: evaluate only.
             callbacks.run_evals(device_state, callbacks.evaluators)
-    finally:
-        checkpointer.close()
-        logger.close()
+    except BaseException:
+        _close_after_failure(checkpointer, logger)
+        raise
+    checkpointer.close()
+    logger.close()
     if is_chief:
         write_results(workdir, max(start_step, setup.num_steps), callbacks.results)
     return flat_metrics(callbacks.results)
@@ -392,15 +422,27 @@ def flat_metrics(results: dict[str, EvalResult]) -> dict[str, float]:
     return flat
 
 
+def _close_after_failure(*closables: Checkpointer | MetricLogger) -> None:
+    """Closes each of ``closables`` while an error is on its way out: a failure here
+    (e.g. the curves PNG on a full disk) is logged, never raised over the first error."""
+    for closable in closables:
+        try:
+            closable.close()
+        except Exception as error:  # noqa: BLE001 -- the first error is the one to report
+            logging.debug("closing %s after a failure: %s", type(closable).__name__, error)
+
+
 def _config_record(config: ml_collections.ConfigDict, workdir: str, start_step: int) -> int | None:
-    """Writes ``config.json`` for a run that starts from scratch. For a resume whose config
+    """Writes ``config.json`` for a run that starts from scratch (or whose config.json
+    was lost: the resume was allowed only with the opt-in). For a resume whose config
     differs (only where allowed: the check ran before), says how, and returns the step
     whose ``config.<step>.json`` will keep the old one (None: nothing to record)."""
-    if start_step == 0:
-        workdir_lib.save_config(config, workdir)
+    if start_step == 0 or not os.path.isfile(os.path.join(workdir, workdir_lib.CONFIG_JSON)):
+        workdir_lib.save_config(config, workdir)  # a resume past a lost config.json too
         return None
     changes = workdir_lib.check_resume(workdir, config, allow_changes=True)
     if not changes:
+        workdir_lib.save_config(config, workdir)  # the same config, written whole again
         return None
     _say(
         f"Resuming step {start_step} with a changed config (saved -> given): "
@@ -441,7 +483,6 @@ def write_results(
     for name, result in results.items():
         record[name] = result.all_metrics if isinstance(result, EvalResult) else dict(result)
     path = os.path.join(workdir, workdir_lib.RESULTS_JSON)
-    with open(path + ".tmp", "w") as f:
+    with files.replace_file(path) as f:
         json.dump(json_safe(record), f, indent=2, allow_nan=False)
-    os.replace(path + ".tmp", path)
     return path

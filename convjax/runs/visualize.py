@@ -53,6 +53,7 @@ from convjax.models import get_model
 from convjax.models.convert import load_torchvision
 from convjax.models.taps import train_kwargs
 from convjax.runs import workdir as workdirs
+from convjax.runs.files import replace_file
 from convjax.runs.images import save_figure, save_png
 from convjax.runs.inference import model_inputs
 from convjax.viz import grids, mining
@@ -301,7 +302,7 @@ def visualize(
         maximize_steps=maximize_steps,
         batch_size=batch_size,
     )
-    with open(os.path.join(out_dir, "index.html"), "w") as f:
+    with replace_file(os.path.join(out_dir, "index.html")) as f:
         f.write(_html(f"What {network.description} learned", sections))
     figures = {
         "network": network.description,
@@ -310,6 +311,6 @@ def visualize(
         "layers": _layer_figures(plan),
         "files": ["index.html", "topk.npz"] + [path for _, _, path in sections],
     }
-    with open(os.path.join(out_dir, "visualize.json"), "w") as f:
+    with replace_file(os.path.join(out_dir, "visualize.json")) as f:
         json.dump(figures, f, indent=1)
     return figures

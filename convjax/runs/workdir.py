@@ -33,6 +33,7 @@ import numpy as np
 from convjax.checkpoint_layout import CHECKPOINT_DIR
 from convjax.data import pipeline
 from convjax.evals import EvalContext, EvalResult, EvalState, Evaluator
+from convjax.runs.files import read_json, replace_file
 from convjax.tasks import Task, get_task
 from convjax.train.checkpointing import Checkpointer
 from convjax.train.parallel import get_strategy
@@ -90,10 +91,9 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     if types["lists"] or types["fields"]:
         record[TYPES_KEY] = types
     path = os.path.join(workdir, CONFIG_JSON)
-    with open(path + ".tmp", "w") as f:
+    with replace_file(path) as f:
         json.dump(record, f, indent=2)
         f.write("\n")
-    os.replace(path + ".tmp", path)
     return path
 
 
@@ -111,9 +111,9 @@ def _as_python(value: Any, path: str, types: dict[str, Any]) -> Any:
     return value
 
 
-def config_from_json(text: str) -> ml_collections.ConfigDict:
-    """The ConfigDict that :func:`save_config` wrote as ``text``."""
-    record = json.loads(text)
+def config_from_json(text: str | dict) -> ml_collections.ConfigDict:
+    """The ConfigDict that :func:`save_config` wrote as ``text`` (or its parsed JSON)."""
+    record = json.loads(text) if isinstance(text, str) else dict(text)
     types = {"lists": [], "fields": {}} | record.pop(TYPES_KEY, {})
     types["lists"] = set(types["lists"])
     return ml_collections.ConfigDict(_as_python(record, "", types))
@@ -127,8 +127,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
             f"{path} not found: {workdir} is not a training workdir. Train first: "
             + TRAIN_COMMAND.format(workdir=workdir)
         )
-    with open(path) as f:
-        return config_from_json(f.read())
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds a JSON {type(record).__name__}, not a config")
+    return config_from_json(record)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,12 +278,19 @@ def check_compatible(
     ``workdir``'s ``config.json`` (:func:`check_resume`; ``allow_changes`` defaults to
     the config's ``resume_with_changed_config``), and always when its state
     (``abstract``, from ``jax.eval_shape``) does not fit the checkpoints that config
-    produced; names the fields that differ. A workdir without ``config.json`` is not
-    checked."""
-    if not os.path.isfile(os.path.join(workdir, CONFIG_JSON)):
-        return
+    produced; names the fields that differ. A workdir whose checkpoints have lost their
+    ``config.json`` cannot be checked: it is refused unless ``allow_changes``."""
     if allow_changes is None:
         allow_changes = bool(config.get(RESUME_OPT_IN, False))
+    if not os.path.isfile(os.path.join(workdir, CONFIG_JSON)):
+        if not allow_changes:
+            raise ConfigChangedError(
+                f"{workdir} has checkpoints but no {CONFIG_JSON} (the config that produced "
+                f"them), so this config cannot be checked against them. Put {CONFIG_JSON} "
+                f"back, or take this config as the workdir's with experiments/train.py "
+                f"--{RESUME_OPT_IN} ({RESUME_OPT_IN}=True in Python)."
+            )
+        return
     check_resume(workdir, config, allow_changes=allow_changes)
     saved = load_config(workdir)
     if not config_diff(saved, config, only=is_resume_field):
@@ -324,7 +333,9 @@ def restore(
     image_shape = input_shape(workdir, config)  # not the dataset: it need not be on disk
     abstract = abstract_train_state(model, task, config, image_shape)
     check_compatible(workdir, config, abstract, image_shape)  # a given config must fit
-    checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR))
+    checkpointer = Checkpointer(
+        os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR), read_only=True
+    )
     try:
         state = restore_state(checkpointer, abstract, step)
     finally:
@@ -424,10 +435,9 @@ def write_workdir_info(
 ) -> str:
     """Writes :func:`workdir_info` as ``workdir/workdir_info.json`` (atomically)."""
     path = os.path.join(workdir, WORKDIR_INFO_JSON)
-    with open(path + ".tmp", "w") as f:
+    with replace_file(path) as f:
         json.dump(workdir_info(config, image_shape, params), f, indent=2)
         f.write("\n")
-    os.replace(path + ".tmp", path)
     return path
 
 
@@ -436,8 +446,7 @@ def read_workdir_info(workdir: str) -> dict[str, Any] | None:
     path = os.path.join(workdir, WORKDIR_INFO_JSON)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path)
 
 
 def input_shape(workdir: str, config: ml_collections.ConfigDict) -> tuple[int, int, int]:

@@ -14,6 +14,13 @@ or ``_METADATA``, a missing ``_METADATA``, an empty step directory) is never del
 :meth:`Checkpointer.restore` moves it to ``<checkpoints>/corrupt/<step>-<reason>``,
 prints one line naming the step and the reason, and falls back to the newest
 readable checkpoint.
+
+A reader (``Checkpointer(directory, read_only=True)``: evaluation, detection, any
+script that uses a finished or running workdir) never modifies the directory: it
+creates nothing, cleans no unfinished save of a run that is writing, moves nothing
+aside, and takes no lock. It reads only complete steps (orbax renames a step into
+place when its save is done); a step that the writing run prunes while it is being
+read is skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import dataclasses
 import numbers
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -31,6 +39,7 @@ import orbax.checkpoint as ocp
 from convjax.checkpoint_layout import CORRUPT_DIR, error_summary, step_problem
 
 PyTree = Any
+READER_ATTEMPTS = 5  # a reader lists the steps again when a run pruned all it listed
 
 
 class CorruptCheckpointError(ValueError):
@@ -115,22 +124,84 @@ class Checkpointer:
 
     ``keep`` is the config's ``keep_checkpoints``: an integer >= 1, or ``None`` to keep
     every checkpoint. ``set_aside`` lists the unreadable checkpoints that
-    :meth:`restore` moved out of the way.
+    :meth:`restore` moved out of the way. ``read_only=True`` opens it as a reader
+    (module docstring): nothing is written, cleaned, pruned or moved, and
+    :meth:`save` is refused.
     """
 
-    def __init__(self, directory: str, *, keep: int | None = 3, async_save: bool = True):
+    def __init__(
+        self,
+        directory: str,
+        *,
+        keep: int | None = 3,
+        async_save: bool = True,
+        read_only: bool = False,
+    ):
         keep = check_keep(keep)
         self.directory = os.path.abspath(directory)
+        self.read_only = read_only
         self.set_aside: list[SetAside] = []
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep,
-                create=True,
-                enable_async_checkpointing=async_save,
-                cleanup_tmp_directories=True,
-            ),
+        # Orbax's own read_only option logs a warning per option it overrides; these
+        # options are what a reader needs: no directory made, no unfinished save of a
+        # running job cleaned, nothing pruned, no metadata written.
+        self.options = ocp.CheckpointManagerOptions(
+            max_to_keep=None if read_only else keep,
+            create=not read_only,
+            enable_async_checkpointing=async_save and not read_only,
+            cleanup_tmp_directories=not read_only,
+            save_root_metadata=not read_only,
         )
+        if not read_only and jax.process_index() == 0:
+            self._set_aside_links()
+        self.manager = self._listed(
+            lambda: ocp.CheckpointManager(self.directory, options=self.options)
+        )
+
+    def _set_aside_links(self) -> None:
+        """Moves a step that is a symbolic link (the link, not what it points to) to
+        ``corrupt/<step>-link``: pruning it would delete files outside the workdir, or
+        fail (orbax never removes a link)."""
+        if not os.path.isdir(self.directory):
+            return
+        for name in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, name)
+            if name.isdigit() and os.path.islink(path):
+                moved_to = self._corrupt_path(int(name), "link")
+                os.rename(path, moved_to)
+                print(
+                    f"Checkpoint step {name} is a symbolic link (to {os.readlink(moved_to)}); "
+                    f"moved the link to {moved_to}: a run saves, prunes and restores only "
+                    "the checkpoints inside its workdir.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def _corrupt_path(self, step: int, slug: str) -> str:
+        """A new ``corrupt/<step>-<slug>[.n]`` path (the folder is made, never a link)."""
+        folder = os.path.join(self.directory, CORRUPT_DIR)
+        if os.path.islink(folder):
+            raise ValueError(
+                f"{folder} is a symbolic link; a run moves unreadable checkpoints only "
+                "inside its workdir: remove the link and run again"
+            )
+        os.makedirs(folder, exist_ok=True)
+        base = os.path.join(folder, f"{step}-{slug}")
+        moved_to, n = base, 1
+        while os.path.lexists(moved_to):
+            n += 1
+            moved_to = f"{base}.{n}"
+        return moved_to
+
+    def _listed(self, list_steps: Callable[[], Any]) -> Any:
+        """``list_steps()`` (which lists the step directories); a reader lists again when
+        the writing run pruned a step between orbax's listing and its reading of it."""
+        for attempt in range(READER_ATTEMPTS):
+            try:
+                return list_steps()
+            except FileNotFoundError:
+                if not self.read_only or attempt == READER_ATTEMPTS - 1:
+                    raise
+        return None
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -142,6 +213,8 @@ class Checkpointer:
         """Saves ``items`` (a pytree of host arrays, or of ``jax.Array``s: each process
         writes its shards) as ``step``; asynchronous once the arrays are copied to the
         host, so the caller may donate them to the next step."""
+        if self.read_only:
+            raise RuntimeError(f"{self.directory} was opened read-only; it cannot save")
         if step in self.manager.all_steps():
             return
         self.manager.save(step, args=ocp.args.StandardSave(items), force=force)
@@ -156,25 +229,49 @@ class Checkpointer:
         ``corrupt/<step>-<reason>`` (one line on stderr says which step and why) and the
         next older one is tried. An
         explicit ``step`` that cannot be read raises :class:`CorruptCheckpointError`.
+        A reader leaves an unreadable step in place (one line says so) and skips a step
+        that the writing run pruned while it was being read.
         A readable checkpoint whose array names or shapes differ from ``target`` raises
         :class:`CheckpointMismatchError` listing them (nothing is moved).
         """
         abstract = jax.tree.map(_zero_view, target)
-        available = sorted(self.manager.all_steps(), reverse=True)
-        if step is not None and step not in available:
-            raise ValueError(
-                f"no checkpoint step {step} in {self.directory}; available: {available[::-1]}"
-            )
-        for candidate in available if step is None else [step]:
-            try:
-                return self._restore_step(candidate, abstract)
-            except _Unreadable as bad:
-                if step is not None:
-                    raise CorruptCheckpointError(
-                        f"checkpoint step {step} in {self.directory} cannot be read: {bad.reason}"
-                    ) from None
-                self._set_aside(candidate, bad.slug, bad.reason)
+        for _ in range(READER_ATTEMPTS if self.read_only else 1):
+            available = sorted(self.manager.all_steps(), reverse=True)
+            if step is not None and step not in available:
+                raise ValueError(
+                    f"no checkpoint step {step} in {self.directory}; available: {available[::-1]}"
+                )
+            pruned = False
+            for candidate in available if step is None else [step]:
+                try:
+                    return self._restore_step(candidate, abstract)
+                except _Unreadable as bad:
+                    if step is not None:
+                        raise CorruptCheckpointError(
+                            f"checkpoint step {step} in {self.directory} cannot be read: "
+                            f"{bad.reason}"
+                        ) from None
+                    if not self.read_only:
+                        self._set_aside(candidate, bad.slug, bad.reason)
+                    elif not self._skip(candidate, bad.reason):
+                        pruned = True
+            if not pruned:
+                return None
+            self._listed(self.manager.reload)  # the writing run pruned what was listed
         return None
+
+    def _skip(self, step: int, reason: str) -> bool:
+        """A reader's answer to an unreadable step: says so and returns True, or returns
+        False when the step is gone (pruned by the run that writes)."""
+        if not os.path.isdir(self._step_dir(step)):
+            return False
+        print(
+            f"Checkpoint step {step} is unreadable ({reason}); left in place (read-only); "
+            "trying the previous checkpoint.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return True
 
     def _step_dir(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
@@ -217,17 +314,12 @@ class Checkpointer:
         """Moves ``step`` to ``corrupt/<step>-<slug>`` (first host only) and says so."""
         moved_to = None
         if jax.process_index() == 0:
-            base = os.path.join(self.directory, CORRUPT_DIR, f"{step}-{slug}")
-            moved_to, n = base, 1
-            while os.path.exists(moved_to):
-                n += 1
-                moved_to = f"{base}.{n}"
-            os.makedirs(os.path.dirname(moved_to), exist_ok=True)
+            moved_to = self._corrupt_path(step, slug)
             try:
                 os.rename(self._step_dir(step), moved_to)
             except FileNotFoundError:
                 moved_to = None  # another process moved it first
-        self.manager.reload()
+        self._listed(self.manager.reload)
         self.set_aside.append(SetAside(step, reason, moved_to))
         where = f"moved to {moved_to}" if moved_to else "left in place"
         print(
