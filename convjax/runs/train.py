@@ -361,40 +361,8 @@ def _train(
     callbacks = _Callbacks(
         setup, config, checkpointer, logger, start_step, guard, workdir, record_config_at
     )
-    device_state = state
-    del state
     try:
-        if signals.requested:  # before the first step: nothing new to save
-            raise _interruption(signals.signum, start_step, workdir, saved=False)
-        device_state = loop.run_steps(
-            guard.wrap(
-                callbacks.progress.timed_first_call(  # its first call compiles
-                    setup.strategy.compile_train_step(
-                        setup.task.loss_fn(setup.model),
-                        # With dataset.augment_in_pipeline=False: augment + normalise on device.
-                        pipeline.device_augment(config.dataset, seed=config.seed),
-                    )
-                )
-            ),
-            device_state,
-            _train_batches(setup, config, start_step),
-            get_metrics=setup.strategy.get_metrics,
-            start_step=start_step,
-            num_steps=setup.num_steps,
-            log_every=int(config.get("log_every_steps") or 100),
-            on_log=callbacks.log,
-            every=(
-                loop.Every(1, callbacks.evaluate),  # each evaluator on its own cadence
-                loop.Every(config.get("checkpoint_every_steps") or 0, callbacks.checkpoint),
-            ),
-            stop=signals.should_stop,
-        )
-        if guard.step < setup.num_steps and start_step < setup.num_steps:  # stopped early
-            callbacks.checkpoint(guard.step, device_state)  # the step it is at, checked
-            checkpointer.wait()  # on disk before the process goes
-            raise _interruption(signals.agreed_signum, guard.step, workdir, saved=True)
-        if start_step >= setup.num_steps:  # A finished run: evaluate only.
-            callbacks.run_evals(device_state, callbacks.evaluators)
+        _run_steps(setup, config, workdir, signals, callbacks, state)
     except BaseException:
         _close_after_failure(checkpointer, logger)
         raise
@@ -403,6 +371,48 @@ def _train(
     if is_chief:
         write_results(workdir, max(start_step, setup.num_steps), callbacks.results)
     return flat_metrics(callbacks.results)
+
+
+def _run_steps(
+    setup: _Setup,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    signals: StopSignals,
+    callbacks: _Callbacks,
+    state: TrainState,
+) -> None:
+    """The steps after ``state.step`` with their logs, evaluations and checkpoints; a
+    run stopped by a signal saves the step it is at and raises; a finished run only
+    evaluates."""
+    start_step, guard = int(state.step), callbacks.guard
+    if signals.requested:  # before the first step: nothing new to save
+        raise _interruption(signals.signum, start_step, workdir, saved=False)
+    train_step = setup.strategy.compile_train_step(
+        setup.task.loss_fn(setup.model),
+        # With dataset.augment_in_pipeline=False: augment + normalise on device.
+        pipeline.device_augment(config.dataset, seed=config.seed),
+    )
+    state = loop.run_steps(
+        guard.wrap(callbacks.progress.timed_first_call(train_step)),  # its first call compiles
+        state,
+        _train_batches(setup, config, start_step),
+        get_metrics=setup.strategy.get_metrics,
+        start_step=start_step,
+        num_steps=setup.num_steps,
+        log_every=int(config.get("log_every_steps") or 100),
+        on_log=callbacks.log,
+        every=(
+            loop.Every(1, callbacks.evaluate),  # each evaluator on its own cadence
+            loop.Every(config.get("checkpoint_every_steps") or 0, callbacks.checkpoint),
+        ),
+        stop=signals.should_stop,
+    )
+    if guard.step < setup.num_steps and start_step < setup.num_steps:  # stopped early
+        callbacks.checkpoint(guard.step, state)  # the step it is at, checked
+        callbacks.checkpointer.wait()  # on disk before the process goes
+        raise _interruption(signals.agreed_signum, guard.step, workdir, saved=True)
+    if start_step >= setup.num_steps:  # A finished run: evaluate only.
+        callbacks.run_evals(state, callbacks.evaluators)
 
 
 def eval_line(name: str, step: int, metrics: dict[str, float]) -> str:
