@@ -344,7 +344,7 @@ def _train(
     except BaseException:
         checkpointer.close()
         raise
-    start_step = int(state.step)
+    start_step = int(setup.strategy.get_metrics(state.step))  # one host copy of the step
     record_config_at = _config_record(config, workdir, start_step) if is_chief else None
     if start_step >= setup.num_steps:
         _say(
@@ -362,7 +362,7 @@ def _train(
         setup, config, checkpointer, logger, start_step, guard, workdir, record_config_at
     )
     try:
-        _run_steps(setup, config, workdir, signals, callbacks, state)
+        _run_steps(setup, config, workdir, signals, callbacks, state, start_step)
     except BaseException:
         _close_after_failure(checkpointer, logger)
         raise
@@ -380,11 +380,12 @@ def _run_steps(
     signals: StopSignals,
     callbacks: _Callbacks,
     state: TrainState,
+    start_step: int,
 ) -> None:
-    """The steps after ``state.step`` with their logs, evaluations and checkpoints; a
-    run stopped by a signal saves the step it is at and raises; a finished run only
-    evaluates."""
-    start_step, guard = int(state.step), callbacks.guard
+    """The steps after ``start_step`` (the placed ``state``'s) with their logs,
+    evaluations and checkpoints; a run stopped by a signal saves the step it is at and
+    raises; a finished run only evaluates."""
+    guard = callbacks.guard
     if signals.requested:  # before the first step: nothing new to save
         raise _interruption(signals.signum, start_step, workdir, saved=False)
     train_step = setup.strategy.compile_train_step(

@@ -198,7 +198,7 @@ class Checkpointer:
         for attempt in range(READER_ATTEMPTS):
             try:
                 return list_steps()
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # orbax's two words for "gone"
                 if not self.read_only or attempt == READER_ATTEMPTS - 1:
                     raise
         return None
