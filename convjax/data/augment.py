@@ -36,7 +36,6 @@ training batches unless ``dataset.augment_in_pipeline`` is False).
 
 from __future__ import annotations
 
-import ast
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from convjax.data import colour, geometry
+from convjax.data.calls import parse_call
 
 Example = dict[str, jax.Array]
 
@@ -133,16 +133,9 @@ def list_augmentations() -> list[str]:
 
 
 def _parse_one(text: str) -> tuple[str, tuple, dict]:
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-        if isinstance(node, ast.Name):
-            return node.id, (), {}
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            args = tuple(ast.literal_eval(a) for a in node.args)
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-            return node.func.id, args, kwargs
-    except (SyntaxError, ValueError):
-        pass
+    call = parse_call(text)
+    if call is not None:
+        return call
     raise ValueError(
         f"Cannot read augmentation {text!r}: write name or name(arg=value, ...) with "
         f"literal arguments; valid names: {list_augmentations()}."

@@ -30,13 +30,14 @@ resumed run gets the same crop and flip. Ops are registered with :func:`register
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
+
+from convjax.data.calls import parse_call
 
 KINDS = ("encoded", "example", "pixel")
 Example = dict[str, tf.Tensor]
@@ -118,16 +119,9 @@ class Op:
 
 
 def _parse_call(text: str) -> tuple[str, tuple, dict]:
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-        if isinstance(node, ast.Name):
-            return node.id, (), {}
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            args = tuple(ast.literal_eval(a) for a in node.args)
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-            return node.func.id, args, kwargs
-    except (SyntaxError, ValueError):
-        pass
+    call = parse_call(text)
+    if call is not None:
+        return call
     raise ValueError(
         f"Cannot read preprocessing op {text!r}: write name or name(arg, key=value) with "
         f"literal arguments; valid ops: {', '.join(list_ops())}."
