@@ -132,16 +132,6 @@ def list_augmentations() -> list[str]:
     return sorted({**GEOMETRIC_OPS, **COLOUR_OPS})
 
 
-def _parse_one(text: str) -> tuple[str, tuple, dict]:
-    call = parse_call(text)
-    if call is not None:
-        return call
-    raise ValueError(
-        f"Cannot read augmentation {text!r}: write name or name(arg=value, ...) with "
-        f"literal arguments; valid names: {list_augmentations()}."
-    )
-
-
 def _split_top_level(spec: str) -> list[str]:
     """Splits 'a, b(x=(1, 2)), c' at the commas outside parentheses."""
     parts, depth, current = [], 0, []
@@ -172,7 +162,11 @@ def parse_augment(spec: str | Sequence[Any] | None) -> list[tuple[str, dict[str,
             kwargs = dict(item)
             name, args = kwargs.pop("name", None), ()
         else:
-            name, args, kwargs = _parse_one(str(item))
+            name, args, kwargs = parse_call(
+                str(item),
+                f"Cannot read augmentation {str(item)!r}: write name or name(arg=value, ...) "
+                f"with literal arguments; valid names: {list_augmentations()}.",
+            )
         if name not in _LEADING_ARGS:
             raise ValueError(f"Unknown augmentation {name!r}; valid: {list_augmentations()}.")
         fn = GEOMETRIC_OPS.get(name) or COLOUR_OPS[name]

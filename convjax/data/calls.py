@@ -6,10 +6,12 @@ from __future__ import annotations
 import ast
 
 
-def parse_call(text: str) -> tuple[str, tuple, dict] | None:
-    """``'name'`` or ``'name(arg, key=value)'`` -> ``(name, args, kwargs)``; None when
-    ``text`` is not of that form or an argument is not a literal (the caller says which
-    names are valid)."""
+def parse_call(text: str, error: str) -> tuple[str, tuple, dict]:
+    """``'name'`` or ``'name(arg, key=value)'`` -> ``(name, args, kwargs)``.
+
+    Raises ``ValueError(error)`` when ``text`` is not of that form or an argument is not
+    a literal (``error`` is the caller's one line, naming the valid names).
+    """
     try:
         node = ast.parse(text.strip(), mode="eval").body
         if isinstance(node, ast.Name):
@@ -20,4 +22,4 @@ def parse_call(text: str) -> tuple[str, tuple, dict] | None:
             return node.func.id, args, kwargs
     except (SyntaxError, ValueError):
         pass
-    return None
+    raise ValueError(error)

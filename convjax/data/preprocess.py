@@ -118,20 +118,14 @@ class Op:
         return f"{self.name}({args})" if args else self.name
 
 
-def _parse_call(text: str) -> tuple[str, tuple, dict]:
-    call = parse_call(text)
-    if call is not None:
-        return call
-    raise ValueError(
-        f"Cannot read preprocessing op {text!r}: write name or name(arg, key=value) with "
-        f"literal arguments; valid ops: {', '.join(list_ops())}."
-    )
-
-
 def make_op(text: str, defaults: Mapping[str, Any] | None = None) -> Op:
     """One op from its text (``'resize_small(256)'``); ``defaults`` fill arguments the
     op accepts and the text leaves out (the dataset's ``landmark_permutation``)."""
-    name, args, kwargs = _parse_call(text)
+    name, args, kwargs = parse_call(
+        text,
+        f"Cannot read preprocessing op {text!r}: write name or name(arg, key=value) with "
+        f"literal arguments; valid ops: {', '.join(list_ops())}.",
+    )
     info = op_info(name)
     params = inspect.signature(info.make).parameters
     try:
