@@ -36,7 +36,6 @@ training batches unless ``dataset.augment_in_pipeline`` is False).
 
 from __future__ import annotations
 
-import ast
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from convjax.data import colour, geometry
+from convjax.data.calls import parse_call
 
 Example = dict[str, jax.Array]
 
@@ -132,23 +132,6 @@ def list_augmentations() -> list[str]:
     return sorted({**GEOMETRIC_OPS, **COLOUR_OPS})
 
 
-def _parse_one(text: str) -> tuple[str, tuple, dict]:
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-        if isinstance(node, ast.Name):
-            return node.id, (), {}
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            args = tuple(ast.literal_eval(a) for a in node.args)
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-            return node.func.id, args, kwargs
-    except (SyntaxError, ValueError):
-        pass
-    raise ValueError(
-        f"Cannot read augmentation {text!r}: write name or name(arg=value, ...) with "
-        f"literal arguments; valid names: {list_augmentations()}."
-    )
-
-
 def _split_top_level(spec: str) -> list[str]:
     """Splits 'a, b(x=(1, 2)), c' at the commas outside parentheses."""
     parts, depth, current = [], 0, []
@@ -179,7 +162,11 @@ def parse_augment(spec: str | Sequence[Any] | None) -> list[tuple[str, dict[str,
             kwargs = dict(item)
             name, args = kwargs.pop("name", None), ()
         else:
-            name, args, kwargs = _parse_one(str(item))
+            name, args, kwargs = parse_call(
+                str(item),
+                f"Cannot read augmentation {str(item)!r}: write name or name(arg=value, ...) "
+                f"with literal arguments; valid names: {list_augmentations()}.",
+            )
         if name not in _LEADING_ARGS:
             raise ValueError(f"Unknown augmentation {name!r}; valid: {list_augmentations()}.")
         fn = GEOMETRIC_OPS.get(name) or COLOUR_OPS[name]

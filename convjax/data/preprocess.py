@@ -30,13 +30,14 @@ resumed run gets the same crop and flip. Ops are registered with :func:`register
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
+
+from convjax.data.calls import parse_call
 
 KINDS = ("encoded", "example", "pixel")
 Example = dict[str, tf.Tensor]
@@ -117,27 +118,14 @@ class Op:
         return f"{self.name}({args})" if args else self.name
 
 
-def _parse_call(text: str) -> tuple[str, tuple, dict]:
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-        if isinstance(node, ast.Name):
-            return node.id, (), {}
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            args = tuple(ast.literal_eval(a) for a in node.args)
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-            return node.func.id, args, kwargs
-    except (SyntaxError, ValueError):
-        pass
-    raise ValueError(
-        f"Cannot read preprocessing op {text!r}: write name or name(arg, key=value) with "
-        f"literal arguments; valid ops: {', '.join(list_ops())}."
-    )
-
-
 def make_op(text: str, defaults: Mapping[str, Any] | None = None) -> Op:
     """One op from its text (``'resize_small(256)'``); ``defaults`` fill arguments the
     op accepts and the text leaves out (the dataset's ``landmark_permutation``)."""
-    name, args, kwargs = _parse_call(text)
+    name, args, kwargs = parse_call(
+        text,
+        f"Cannot read preprocessing op {text!r}: write name or name(arg, key=value) with "
+        f"literal arguments; valid ops: {', '.join(list_ops())}.",
+    )
     info = op_info(name)
     params = inspect.signature(info.make).parameters
     try:

@@ -32,7 +32,8 @@ import optax
 from convjax.losses.style import total_variation_cost
 from convjax.models.taps import check_layers, extract_features
 from convjax.style.optimizers import keep_in_range
-from convjax.tasks.base import Batch, EvalFn, LossFn, Task
+from convjax.tasks.base import EvalFn, LossFn, OptimizerFactory, Task
+from convjax.tasks.pixels import ImageTerms, pixel_eval_fn, pixel_loss_fn
 from convjax.tasks.registry import register_task
 from convjax.viz.activation_max import OBJECTIVES, l2_penalty, random_transform, unit_activation
 
@@ -90,7 +91,7 @@ class ActivationMaxTask(Task):
         self,
         optimizer_config: Mapping[str, Any],
         num_steps: int,
-        build: Callable[[Mapping[str, Any], int], optax.GradientTransformation],
+        build: OptimizerFactory,
     ) -> optax.GradientTransformation:
         """``build``'s optimizer, then a projection into ``pixel_range`` when set."""
         tx = build(optimizer_config, num_steps)
@@ -111,21 +112,11 @@ class ActivationMaxTask(Task):
         total = -activation + self.l2_weight * l2 + self.tv_weight * tv
         return {"activation": activation, "l2": l2, "tv": tv, "total": total}
 
-    def loss_fn(self, features: FeatureFn) -> LossFn:
-        def loss_fn(params, model_state, batch: Batch, rng):
-            images = params["image"][batch["index"]]
-            per_image = self.costs(features, images, batch["unit"], rng)
-            metrics = {name: value.mean() for name, value in per_image.items()}
-            return metrics["total"], (metrics, model_state)
+    def _terms(self, features: FeatureFn) -> ImageTerms:
+        return lambda images, batch, rng: self.costs(features, images, batch["unit"], rng)
 
-        return loss_fn
+    def loss_fn(self, features: FeatureFn) -> LossFn:
+        return pixel_loss_fn(self._terms(features))
 
     def eval_fn(self, features: FeatureFn) -> EvalFn:
-        def eval_fn(params, model_state, batch: Batch):
-            images = params["image"][batch["index"]]
-            per_image = self.costs(features, images, batch["unit"], None)
-            mask = batch["mask"].astype(jnp.float32)
-            sums = {name: jnp.sum(value * mask) for name, value in per_image.items()}
-            return {**sums, "count": jnp.sum(mask)}
-
-        return eval_fn
+        return pixel_eval_fn(self._terms(features))

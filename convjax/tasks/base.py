@@ -14,7 +14,7 @@ A task turns a model into two pure functions:
 transfer); ``model_state`` holds the non-trainable collections (``batch_stats``).
 
 Every task subclasses :class:`Task`; its optional hooks (``init_variables``,
-``make_optimizer``, ``train_iterator``, ``check_labels``, ``check_train_metrics``) have
+``make_optimizer``, ``train_sampler``, ``check_labels``, ``check_train_metrics``) have
 defaults.
 """
 
@@ -26,12 +26,17 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
+# convjax.train.optimizers.make_optimizer: (optimizer_config, num_steps) -> optimizer
+OptimizerFactory = Callable[[Mapping[str, Any], int], optax.GradientTransformation]
+# (dataset_config, *, global_batch_size, seed, start_step) -> this host's batches
+TrainSampler = Callable[..., Iterator[dict[str, np.ndarray]]]
 
 
 def check_label_range(labels: np.ndarray, num_classes: int, what: str) -> None:
@@ -80,7 +85,7 @@ class Task(abc.ABC):
         self,
         optimizer_config: Mapping[str, Any],
         num_steps: int,
-        build: Callable[[Mapping[str, Any], int], optax.GradientTransformation],
+        build: OptimizerFactory,
     ) -> optax.GradientTransformation:
         """The optimizer for a run of ``num_steps`` steps.
 
@@ -98,16 +103,22 @@ class Task(abc.ABC):
         seed: int,
         start_step: int,
     ) -> Iterator[dict[str, np.ndarray]]:
-        """This host's training batches from step ``start_step + 1`` on.
+        """This host's training batches from step ``start_step + 1`` on, drawn by
+        :meth:`train_sampler`."""
+        return self.train_sampler()(
+            dataset_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step
+        )
 
-        Default: :func:`convjax.data.pipeline.create_train_iterator` (shuffled
-        examples). Override for another sampler (e.g. P identities x K images).
+    def train_sampler(self) -> TrainSampler:
+        """The function :meth:`train_iterator` draws batches with; it takes the arguments
+        of :func:`convjax.data.pipeline.create_train_iterator`.
+
+        Default: that function (shuffled examples). Override for another sampler
+        (e.g. P identities x K images).
         """
         from convjax.data import pipeline  # the input pipeline; only needed to train
 
-        return pipeline.create_train_iterator(
-            dataset_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step
-        )
+        return pipeline.create_train_iterator
 
     def check_labels(self, batch: Mapping[str, np.ndarray], num_classes: int) -> None:
         """Refuses a host batch whose class labels fall outside ``[0, num_classes)`` (a
@@ -165,3 +176,23 @@ def apply_model(
         return outputs, dict(new_state)
     rngs = {"dropout": rng} if (train and rng is not None) else None
     return model.apply(variables, inputs, train=train, rngs=rngs, **kwargs), model_state
+
+
+def masked_sums(terms: Mapping[str, jax.Array], mask: jax.Array) -> Metrics:
+    """What an ``eval_fn`` returns: each per-example term (``[B]``) summed over the valid
+    examples (``mask: [B]``, 1 for real examples and 0 for padding), with ``'count'``."""
+    mask = mask.astype(jnp.float32)
+    return {k: jnp.sum(v * mask) for k, v in terms.items()} | {"count": jnp.sum(mask)}
+
+
+def per_example_eval_fn(
+    model: nn.Module, terms: Callable[[Any, Batch], Mapping[str, jax.Array]]
+) -> EvalFn:
+    """An ``eval_fn`` that runs ``model`` in eval mode on ``batch['image']`` and sums the
+    per-example ``terms(outputs, batch)`` (each ``[B]``) with :func:`masked_sums`."""
+
+    def eval_fn(params, model_state, batch: Batch):
+        outputs, _ = apply_model(model, params, model_state, batch["image"], train=False)
+        return masked_sums(terms(outputs, batch), batch["mask"])
+
+    return eval_fn

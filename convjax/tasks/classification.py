@@ -16,7 +16,15 @@ import numpy as np
 import optax
 
 from convjax.models.taps import apply_with_taps
-from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model, check_label_range
+from convjax.tasks.base import (
+    Batch,
+    EvalFn,
+    LossFn,
+    Task,
+    apply_model,
+    check_label_range,
+    per_example_eval_fn,
+)
 from convjax.tasks.registry import register_task
 
 
@@ -82,19 +90,17 @@ class Classification(Task):
 
         return loss_fn
 
-    def eval_fn(self, model: nn.Module) -> EvalFn:
-        def eval_fn(params, model_state, batch: Batch):
-            logits, _ = apply_model(model, params, model_state, batch["image"], train=False)
-            mask = batch["mask"].astype(jnp.float32)
-            labels = batch["label"]
-            sums = {
-                "loss": jnp.sum(self._loss(logits, labels) * mask),
-                "accuracy": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
-                "count": jnp.sum(mask),
-            }
-            for k in self.topk:
-                if k < logits.shape[-1]:
-                    sums[f"top{k}_accuracy"] = jnp.sum(topk_correct(logits, labels, k) * mask)
-            return sums
+    def _eval_terms(self, logits: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+        """Per-example eval terms, each [B], of ``logits: [B, num_classes]``."""
+        labels = batch["label"]
+        terms = {
+            "loss": self._loss(logits, labels),
+            "accuracy": jnp.argmax(logits, -1) == labels,
+        }
+        for k in self.topk:
+            if k < logits.shape[-1]:
+                terms[f"top{k}_accuracy"] = topk_correct(logits, labels, k)
+        return terms
 
-        return eval_fn
+    def eval_fn(self, model: nn.Module) -> EvalFn:
+        return per_example_eval_fn(model, self._eval_terms)

@@ -15,20 +15,19 @@ identity), ``loss`` (batch-hard hinge per anchor), ``count``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 
 from convjax.face.diagnostics import embedding_diagnostics, warn_if_collapsed
 from convjax.losses.contrastive import CONTRASTIVE_MARGIN, batch_contrastive_loss
 from convjax.losses.triplet import FACENET_MARGIN, TRIPLET_MINING, mined_triplet_loss
 from convjax.ops.distances import pair_masks, pairwise_squared_distances
-from convjax.tasks.base import Batch, EvalFn, LossFn, PyTree, Task, apply_model
+from convjax.tasks.base import Batch, EvalFn, LossFn, PyTree, Task, TrainSampler, apply_model
 from convjax.tasks.registry import register_task
 
 EMBEDDING_LOSSES = ("triplet", "contrastive")
@@ -108,24 +107,12 @@ class Embedding(Task):
 
         return eval_fn
 
-    def train_iterator(
-        self,
-        dataset_config: ml_collections.ConfigDict,
-        *,
-        global_batch_size: int,
-        seed: int,
-        start_step: int,
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """P x K batches (:func:`convjax.data.samplers.create_pk_train_iterator`); takes
-        the arguments of ``convjax.data.pipeline.create_train_iterator``."""
+    def train_sampler(self) -> TrainSampler:
+        """P x K batches (:func:`convjax.data.samplers.create_pk_train_iterator`)."""
         from convjax.data import samplers  # the input pipeline; only needed to train
 
-        return samplers.create_pk_train_iterator(
-            dataset_config,
-            global_batch_size=global_batch_size,
-            seed=seed,
-            start_step=start_step,
-            images_per_identity=self.images_per_identity,
+        return functools.partial(
+            samplers.create_pk_train_iterator, images_per_identity=self.images_per_identity
         )
 
     def embed_fn(self, model: nn.Module) -> Callable[[PyTree, jax.Array], jax.Array]:

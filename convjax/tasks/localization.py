@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from convjax.losses.localization import landmark_loss, localization_loss
 from convjax.ops.boxes import iou
-from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model
+from convjax.tasks.base import Batch, EvalFn, LossFn, Task, apply_model, per_example_eval_fn
 from convjax.tasks.registry import register_task
 
 
@@ -81,13 +81,7 @@ class Localization(Task):
         return loss_fn
 
     def eval_fn(self, model: nn.Module) -> EvalFn:
-        def eval_fn(params, model_state, batch: Batch):
-            outputs, _ = apply_model(model, params, model_state, batch["image"], train=False)
-            mask = batch["mask"].astype(jnp.float32)
-            sums = {k: jnp.sum(v * mask) for k, v in self._terms(outputs, batch).items()}
-            return sums | {"count": jnp.sum(mask)}
-
-        return eval_fn
+        return per_example_eval_fn(model, self._terms)
 
 
 @register_task("landmarks")
@@ -121,10 +115,4 @@ class Landmarks(Task):
         return loss_fn
 
     def eval_fn(self, model: nn.Module) -> EvalFn:
-        def eval_fn(params, model_state, batch: Batch):
-            outputs, _ = apply_model(model, params, model_state, batch["image"], train=False)
-            mask = batch["mask"].astype(jnp.float32)
-            sums = {k: jnp.sum(v * mask) for k, v in self._terms(outputs, batch).items()}
-            return sums | {"count": jnp.sum(mask)}
-
-        return eval_fn
+        return per_example_eval_fn(model, self._terms)

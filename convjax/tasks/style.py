@@ -22,7 +22,7 @@ targets from content and style images. ``get_task('style_transfer', ...)`` build
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,8 @@ from convjax.losses import style as costs
 from convjax.models.features import FeatureNet
 from convjax.style.color import gray_to_rgb
 from convjax.style.optimizers import keep_in_range, safeguarded_lbfgs
-from convjax.tasks.base import Batch, EvalFn, LossFn, Task
+from convjax.tasks.base import Batch, EvalFn, LossFn, OptimizerFactory, Task
+from convjax.tasks.pixels import ImageTerms, pixel_eval_fn, pixel_loss_fn
 from convjax.tasks.registry import register_task
 
 COST_NAMES = ("content", "style", "tv", "total")
@@ -116,7 +117,7 @@ class StyleTransferTask(Task):
         self,
         optimizer_config: Mapping[str, Any],
         num_steps: int,
-        build: Callable[[Mapping[str, Any], int], optax.GradientTransformation],
+        build: OptimizerFactory,
     ) -> optax.GradientTransformation:
         """The optimizer of the pixels, followed by
         :func:`~convjax.style.optimizers.keep_in_range` (pixels stay in [0, 1]).
@@ -140,24 +141,14 @@ class StyleTransferTask(Task):
             tx = build(optimizer_config, num_steps)
         return optax.chain(tx, keep_in_range(0.0, 1.0))
 
-    def loss_fn(self, feature_net: FeatureNet) -> LossFn:
-        def loss_fn(params, model_state, batch: Batch, rng):
-            images = params["image"][batch["index"]]
-            per_image = self.costs(feature_net, images, batch)
-            metrics = {name: value.mean() for name, value in per_image.items()}
-            return metrics["total"], (metrics, model_state)
+    def _terms(self, feature_net: FeatureNet) -> ImageTerms:
+        return lambda images, batch, rng: self.costs(feature_net, images, batch)
 
-        return loss_fn
+    def loss_fn(self, feature_net: FeatureNet) -> LossFn:
+        return pixel_loss_fn(self._terms(feature_net))
 
     def eval_fn(self, feature_net: FeatureNet) -> EvalFn:
-        def eval_fn(params, model_state, batch: Batch):
-            images = params["image"][batch["index"]]
-            per_image = self.costs(feature_net, images, batch)
-            mask = batch["mask"].astype(jnp.float32)
-            sums = {name: jnp.sum(value * mask) for name, value in per_image.items()}
-            return {**sums, "count": jnp.sum(mask)}
-
-        return eval_fn
+        return pixel_eval_fn(self._terms(feature_net))
 
 
 def build_batch(

@@ -24,12 +24,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
-import ml_collections
 import numpy as np
 import optax
 
@@ -41,13 +40,12 @@ from convjax.models.transfer import (
     frozen_batch_norm,
     unflatten_paths,
 )
-from convjax.tasks.base import Batch, EvalFn, LossFn, Task
+from convjax.tasks.base import Batch, EvalFn, LossFn, OptimizerFactory, Task, TrainSampler
 from convjax.tasks.registry import get_task, register_task
 
 __all__ = ["BACKBONE", "FROZEN", "TransferTask", "label_params", "make_grouped_optimizer"]
 
 PyTree = Any
-OptimizerFactory = Callable[[Mapping[str, Any], int], optax.GradientTransformation]
 FROZEN = "frozen"
 
 
@@ -159,18 +157,9 @@ class TransferTask(Task):
             optimizer_config, num_steps, build, self.freeze, self.lr_multipliers
         )
 
-    def train_iterator(
-        self,
-        dataset_config: ml_collections.ConfigDict,
-        *,
-        global_batch_size: int,
-        seed: int,
-        start_step: int,
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """The base task's training batches."""
-        return self.base.train_iterator(
-            dataset_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step
-        )
+    def train_sampler(self) -> TrainSampler:
+        """The base task's training batches (its :meth:`~Task.train_iterator`)."""
+        return self.base.train_iterator
 
     def check_labels(self, batch: Mapping[str, np.ndarray], num_classes: int) -> None:
         """The base task's check."""

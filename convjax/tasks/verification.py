@@ -10,18 +10,16 @@ is chosen on validation pairs (:mod:`convjax.face.thresholds`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 import optax
 
 from convjax.models.embedding import SiameseVerifier
-from convjax.tasks.base import Batch, EvalFn, LossFn, PyTree, Task, apply_model
+from convjax.tasks.base import Batch, EvalFn, LossFn, PyTree, Task, TrainSampler, apply_model
 from convjax.tasks.registry import register_task
 
 
@@ -91,18 +89,9 @@ class Verification(Task):
 
         return embed
 
-    def train_iterator(
-        self,
-        dataset_config: ml_collections.ConfigDict,
-        *,
-        global_batch_size: int,
-        seed: int,
-        start_step: int,
-    ) -> Iterator[dict[str, np.ndarray]]:
+    def train_sampler(self) -> TrainSampler:
         """Half-same, half-different image pairs
         (:func:`convjax.data.samplers.create_pair_train_iterator`)."""
         from convjax.data import samplers  # the input pipeline; only needed to train
 
-        return samplers.create_pair_train_iterator(
-            dataset_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step
-        )
+        return samplers.create_pair_train_iterator

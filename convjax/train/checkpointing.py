@@ -37,6 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from convjax.checkpoint_layout import CORRUPT_DIR, error_summary, step_problem
+from convjax.train.partitioning import path_name
 
 PyTree = Any
 READER_ATTEMPTS = 5  # a reader lists the steps again when a run pruned all it listed
@@ -71,22 +72,10 @@ class CheckpointMismatchError(ValueError):
     """A readable checkpoint whose arrays differ in names or shapes from the restore target."""
 
 
-def _path(key_path) -> str:
-    parts = []
-    for key in key_path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(key, attr):
-                parts.append(str(getattr(key, attr)))
-                break
-        else:
-            parts.append(str(key))
-    return "/".join(parts)
-
-
 def _tree_diff(saved: PyTree, target: PyTree, limit: int = 4) -> str:
     """A short description of the arrays that differ (names missing on a side, shapes)."""
-    have = {_path(p): np.shape(x) for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]}
-    want = {_path(p): np.shape(x) for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
+    have = {path_name(p): np.shape(x) for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]}
+    want = {path_name(p): np.shape(x) for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
     lines = [f"{k} not in the checkpoint" for k in want if k not in have]
     lines += [f"{k} only in the checkpoint" for k in have if k not in want]
     lines += [

@@ -149,15 +149,7 @@ def check_rules(rules: Sequence[tuple[str, Any]], mesh: Mesh) -> None:
 
 def path_name(key_path: Sequence[Any]) -> str:
     """A pytree key path as ``params/conv1/kernel``."""
-    parts = []
-    for key in key_path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(key, attr):
-                parts.append(str(getattr(key, attr)))
-                break
-        else:
-            parts.append(str(key))
-    return "/".join(parts)
+    return jax.tree_util.keystr(tuple(key_path), simple=True, separator="/")
 
 
 def fsdp_spec(shape: Sequence[int], fsdp_size: int) -> P:
