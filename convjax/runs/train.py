@@ -66,6 +66,7 @@ class _Setup:
     eval_batch_size: int
     num_steps: int
     num_classes: int | None  # the model's outputs, where the config says (model_kwargs)
+    abstract_state: TrainState  # jax.eval_shape of the initial state: shapes, no arrays
 
     def eval_context(self, config: ml_collections.ConfigDict, **kwargs: Any) -> EvalContext:
         """What the run's evaluators share (``kwargs``: e.g. ``timed_first_call``)."""
@@ -98,11 +99,19 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
     model = build_model(config, strategy.axis_name)
     metadata = pipeline.dataset_metadata(config.dataset)
     num_classes = check_num_classes(config, metadata.num_classes)
+    abstract = abstract_train_state(model, task, config, metadata.image_shape)
+    strategy.check_state(abstract)
     setup = _Setup(
-        strategy, task, model, metadata.image_shape, eval_batch_size, num_steps, num_classes
+        strategy,
+        task,
+        model,
+        metadata.image_shape,
+        eval_batch_size,
+        num_steps,
+        num_classes,
+        abstract,
     )
     build_evaluators(setup.eval_context(config))  # their specs and options are checked here
-    strategy.check_state(abstract_train_state(model, task, config, metadata.image_shape))
     return setup
 
 
@@ -147,7 +156,7 @@ def _initial_state(
     ``allow_changes``."""
     strategy = setup.strategy
     if checkpointer.latest_step() is not None:
-        abstract = abstract_train_state(setup.model, setup.task, config, setup.image_shape)
+        abstract = setup.abstract_state
         workdir_lib.check_compatible(
             workdir, config, abstract, setup.image_shape, allow_changes=allow_changes
         )
